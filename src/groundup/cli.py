@@ -1,0 +1,54 @@
+"""`groundup STAGE ...`: every stage from one command. Each stage takes `--config FILE` and `--key value` flags."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from .errors import GroundupError
+
+# stage name -> module with `main(argv)`; imported lazily so `groundup --help` stays instant.
+STAGES = {
+    "world": "groundup.world",
+    "tokenizer": "groundup.tokenizer",
+    "speedrun": "groundup.speedrun",
+}
+
+USAGE = """usage: groundup STAGE [--config FILE] [--key value ...]
+
+stages:
+  world       generate the fictional world, its corpus and question files
+  tokenizer   train the byte-level BPE tokenizer with the chat template
+  speedrun    run every stage of a preset in order (--preset tiny [--run-dir DIR] [--from STAGE])
+
+`groundup STAGE --help` lists a stage's keys."""
+
+
+def run_stage(main, argv: list[str] | None = None) -> int:
+    """Run a stage's `main`, turning bad input into one clear line and exit code 2."""
+    try:
+        main(argv)
+    except GroundupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"error: unknown stage {stage!r}; choose one of: {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(STAGES[stage])
+    return run_stage(module.main, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
