@@ -11,6 +11,14 @@ from .errors import GroundupError
 STAGES = {
     "world": "groundup.world",
     "tokenizer": "groundup.tokenizer",
+    "pretrain": "groundup.pretrain",
+    "sft": "groundup.sft",
+    "probe": "groundup.probe",
+    "dpo": "groundup.dpo",
+    "eval": "groundup.evaluation",
+    "report": "groundup.report",
+    "chat": "groundup.chat_cli",
+    "push": "groundup.hub",
     "speedrun": "groundup.speedrun",
 }
 
@@ -19,6 +27,14 @@ USAGE = """usage: groundup STAGE [--config FILE] [--key value ...]
 stages:
   world       generate the fictional world, its corpus and question files
   tokenizer   train the byte-level BPE tokenizer with the chat template
+  pretrain    pretrain a GPT-2 from scratch (use `accelerate launch recipes/pretrain.py` for several processes)
+  sft         supervised fine-tuning with TRL (full, LoRA, QLoRA)
+  probe       sample the model k times per question: what does it know? writes IDK-SFT data and DPO pairs
+  dpo         direct preference optimisation with TRL
+  eval        grade a model's answers: correct / incorrect / refused, hallucination and refusal rates
+  report      the run's report card (markdown + plots)
+  chat        chat with a model folder in the terminal
+  push        upload a model folder to the Hugging Face Hub
   speedrun    run every stage of a preset in order (--preset tiny [--run-dir DIR] [--from STAGE])
 
 `groundup STAGE --help` lists a stage's keys."""
@@ -46,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     if stage not in STAGES:
         print(f"error: unknown stage {stage!r}; choose one of: {', '.join(STAGES)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(STAGES[stage])
+    try:
+        module = importlib.import_module(STAGES[stage])
+    except ModuleNotFoundError as err:
+        if err.name != STAGES[stage]:
+            raise
+        print(f"error: stage {stage!r} is not available in this version of groundup", file=sys.stderr)
+        return 2
     return run_stage(module.main, rest)
 
 

@@ -1,0 +1,79 @@
+"""Model cards for every model folder, built with `huggingface_hub.ModelCard` so the Hub parses the metadata.
+
+Every stage that writes a model folder calls `write_model_card`: YAML metadata (license, base_model, datasets, tags,
+`model-index` with eval results when there are any) plus a short body with the run's own figures and the launch line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LICENSE = "apache-2.0"
+BASE_TAGS = ["groundup", "text-generation", "from-scratch"]
+
+
+def write_model_card(
+    out_dir: str | Path,
+    *,
+    title: str,
+    summary: str,
+    base_model: str | None = None,
+    datasets: list[str] | None = None,
+    tags: list[str] | None = None,
+    figures: dict[str, Any] | None = None,
+    eval_results: list[dict[str, Any]] | None = None,
+    config: dict[str, Any] | None = None,
+    command: str | None = None,
+) -> Path:
+    """Write `README.md` into a model folder.
+
+    `figures`: name -> value shown in a table (the run's own numbers: loss, tokens/s, ...).
+    `eval_results`: dicts with `task_type`, `dataset_name`, `dataset_type`, `metric_type`, `metric_value`
+    (and optionally `metric_name`, `dataset_split`): they become the card's `model-index`.
+    """
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    results = [EvalResult(**r) for r in eval_results] if eval_results else None
+    data = ModelCardData(
+        license=LICENSE,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        base_model=_hub_name(base_model),
+        datasets=[d for d in (_hub_name(d) for d in datasets or []) if d] or None,
+        tags=BASE_TAGS + [t for t in tags or [] if t not in BASE_TAGS],
+        model_name=title if results else None,  # model-index needs a name
+        eval_results=results,
+    )
+    body = [f"# {title}", "", summary, ""]
+    if figures:
+        body += ["## Figures from this run", "", "| what | value |", "|---|---|"]
+        body += [f"| {k} | {_fmt(v)} |" for k, v in figures.items()]
+        body.append("")
+    body += ["## Use", "", "```python", "from transformers import pipeline",
+             f'chat = pipeline("text-generation", "{Path(out_dir).name}")',
+             'print(chat([{"role": "user", "content": "Hello!"}], max_new_tokens=32))', "```", ""]
+    if command:
+        body += ["## Reproduce", "", "```bash", command, "```", ""]
+    if config:
+        body += ["## Resolved config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
+    body += ["Made with [groundup](https://github.com/groundup/groundup)."]
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
+    path = Path(out_dir) / "README.md"
+    card.save(path)
+    return path
+
+
+def _hub_name(ref: str | None) -> str | None:
+    """Hub metadata only takes Hub ids: a local folder becomes None (the card body still says what it was)."""
+    if not ref or Path(ref).exists() or ref.startswith((".", "/")):
+        return None
+    return ref
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
