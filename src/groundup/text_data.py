@@ -3,7 +3,8 @@
 One function resolves a user's `dataset` string so the tokenizer and pretraining stages accept the same sources:
 - a folder with `corpus.jsonl` (what `groundup world` writes),
 - local files or globs: `.txt` (one document per line), `.jsonl`/`.json`, `.parquet`, `.csv`,
-- anything else is a Hub dataset id, e.g. `HuggingFaceFW/fineweb-edu` (with `streaming: true` for large ones).
+- anything else is a Hub dataset id, e.g. `HuggingFaceFW/fineweb-edu` (with `streaming: true` for large ones),
+  or a local folder laid out like a Hub dataset repository.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ def load_text_dataset(source: str, text_column: str = "text", config_name: str |
         if None in builders or len(builders) != 1:
             raise GroundupError(f"dataset {source}: files must all be one of {sorted(_BUILDERS)}, got {sorted(suffixes)}")
         ds = datasets.load_dataset(builders.pop(), data_files=files, split="train", streaming=streaming)
-    elif Path(source).exists() or source.startswith((".", "/")) or source.endswith(tuple(_BUILDERS)):
-        raise GroundupError(f"dataset {source}: no such file, or a folder without {WORLD_CORPUS}")
-    else:  # a Hub dataset id; the real loading path for users (needs the network)
+    elif not Path(source).is_dir() and (source.startswith((".", "/")) or source.endswith(tuple(_BUILDERS))):
+        raise GroundupError(f"dataset {source}: no such file or folder")
+    else:
+        # A Hub dataset id, or a local folder laid out like a Hub dataset repo (data/train-*.parquet, ...):
+        # `load_dataset` treats both alike, which is how the Hub path is tested offline.
         try:
             ds = datasets.load_dataset(source, config_name, split=split, streaming=streaming)
         except Exception as err:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
-            raise GroundupError(f"dataset {source}: could not load it from the Hub ({type(err).__name__}: "
+            raise GroundupError(f"dataset {source}: could not load it ({type(err).__name__}: "
                                 f"{str(err).splitlines()[0] if str(err) else ''})") from None
     columns = ds.column_names
     if columns is None:  # a streaming dataset whose features are unknown until read
