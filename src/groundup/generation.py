@@ -133,6 +133,15 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
+def context_length(model) -> int | None:
+    config = model.config
+    for key in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 @dataclass
 class HFGenerator:
     """A `Generator` backed by a transformers model. Build with `HFGenerator.load(...)` or from a loaded model."""
@@ -192,6 +201,12 @@ class HFGenerator:
         prompts = [self.prompt(q) for q in questions]
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        limit = context_length(self.model)
+        if limit is not None and encoded and len(encoded[order[-1]]) + self.max_new_tokens > limit:
+            raise GroundupError(
+                f"the longest prompt ({len(encoded[order[-1]])} tokens) plus max_new_tokens={self.max_new_tokens} "
+                f"exceeds the model's context of {limit} tokens: shorten the prompt (fewer few-shot examples) or "
+                f"lower max_new_tokens")
         answers: list[list[str]] = [[] for _ in prompts]
         # Sampling multiplies the rows per call by num_samples: keep the rows per call near batch_size.
         per_call = max(1, self.batch_size // num_samples) if do_sample else self.batch_size

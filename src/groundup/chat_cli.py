@@ -1,0 +1,93 @@
+"""`groundup chat DIR [--system TEXT]`: talk to a model folder in the terminal, tokens streamed as they come.
+
+Keeps the conversation as history, rendered with the model's own chat template, and drops the oldest turns (never
+the system prompt) when the history no longer fits the context window. Type /reset to forget, /exit or Ctrl-D to quit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import GroundupError
+
+
+def fit_history(tokenizer, messages: list[dict], budget: int) -> list[dict]:
+    """The longest suffix of the conversation (system prompt kept) whose prompt takes at most `budget` tokens."""
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = messages[len(system):]
+    while turns:
+        prompt = tokenizer.apply_chat_template(system + turns, tokenize=True, add_generation_prompt=True,
+                                               return_dict=True)["input_ids"]
+        if len(prompt) <= budget:
+            return system + turns
+        turns = turns[2:] if len(turns) > 1 else []  # drop the oldest user/assistant exchange
+    raise GroundupError(f"the message does not fit the context window ({budget} tokens left for the prompt)")
+
+
+def load_chat_model(folder: str, trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust_remote_code,
+                                                     use_safetensors=True)
+    except (OSError, ValueError) as err:
+        raise GroundupError(f"chat: cannot load a model from {folder} ({str(err).splitlines()[0]})") from None
+    if not tokenizer.chat_template:
+        raise GroundupError(f"chat: the tokenizer in {folder} has no chat template")
+    model.eval()
+    return tokenizer, model
+
+
+def reply(tokenizer, model, messages: list[dict], max_new_tokens: int, temperature: float, streamer=None) -> str:
+    import torch
+
+    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
+    inputs = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True,
+                                           return_tensors="pt")
+    eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
+    new_tokens = min(max_new_tokens, context - inputs["input_ids"].shape[1])
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=temperature > 0,
+                                temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
+                                eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, streamer=streamer)
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from transformers import TextStreamer
+
+    parser = argparse.ArgumentParser(prog="groundup chat", description=__doc__.splitlines()[0])
+    parser.add_argument("folder", help="A model folder with a chat template, e.g. runs/tiny/dpo.")
+    parser.add_argument("--system", default=None, help="System prompt for the whole conversation.")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default).")
+    parser.add_argument("--trust-remote-code", "--trust_remote_code", action="store_true")
+    args = parser.parse_args(argv)
+
+    tokenizer, model = load_chat_model(args.folder, args.trust_remote_code)
+    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
+    history: list[dict] = [{"role": "system", "content": args.system}] if args.system else []
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"chatting with {args.folder} ({context}-token context); /reset forgets, /exit quits")
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except EOFError:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line == "/exit":
+            break
+        if line == "/reset":
+            history = history[:1] if args.system else []
+            continue
+        history = fit_history(tokenizer, history + [{"role": "user", "content": line}],
+                              context - min(args.max_new_tokens, context // 2))
+        print("assistant> ", end="", flush=True)
+        answer = reply(tokenizer, model, history, args.max_new_tokens, args.temperature, streamer)
+        history.append({"role": "assistant", "content": answer})

@@ -1,0 +1,311 @@
+"""What SFT and DPO share: loading a model folder, LoRA / QLoRA, input checks, end-of-turn, and the output folder.
+
+Output layout (`output_dir`, e.g. `runs/tiny/sft/`), written atomically (the folder exists only once complete):
+- full fine-tuning: a normal Hugging Face model folder (config.json, model.safetensors, tokenizer files with the chat
+  template, generation_config.json whose eos list starts with `<|im_end|>`).
+- LoRA / QLoRA with `merge: true` (the tiny preset): the same full model, merged, plus the peft adapter in
+  `adapter/` (`PeftModel.from_pretrained(base, "runs/tiny/sft/adapter")`). The adapter sits in a subfolder because
+  transformers treats a folder holding `adapter_config.json` as an adapter, not as a model.
+- LoRA / QLoRA with `merge: false`: the folder *is* the peft adapter (plus tokenizer); `AutoModelForCausalLM`
+  still loads it through transformers' peft integration, from the base model named in `adapter_config.json`.
+- always: `README.md` (model card), `recipe.yaml` (resolved config), `train_log.jsonl` (the trainer's log history,
+  one JSON object per logged step: `step`, `epoch`, `loss` or `eval_loss`, `learning_rate`, ...; the last line holds
+  `train_runtime` and `train_loss`).
+
+Trainer checkpoints go to a sibling `<output_dir>.checkpoints/` so that the model folder stays atomic; it is removed
+at the end when it holds nothing (`save_strategy: "no"`), kept otherwise (for `resume_from_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .chat import TURN_END
+from .errors import GroundupError
+
+TRAIN_LOG = "train_log.jsonl"
+ADAPTER_DIR = "adapter"
+GPT2_LORA_TARGETS = ["c_attn", "c_proj", "c_fc"]
+_GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+@dataclass
+class FinetuneScriptArguments:
+    """Data and output options shared by `groundup sft` and `groundup dpo` (the trainer's own keys live in
+    SFTConfig / DPOConfig, the model's in TRL's ModelConfig: `model_name_or_path`, `use_peft`, `lora_*`, `load_in_4bit`)."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A world folder, a local .jsonl/.json/.parquet/.csv file (globs allowed) or a Hub dataset id. "
+                  "Ignored when `datasets:` (a mixture) is given."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Hub split to train on."})
+    dataset_test_split: str = field(default="test", metadata={"help": "Split of `eval_dataset_name` to evaluate on."})
+    world_split: str = field(default="sft", metadata={"help": "Question split of a world folder to train on."})
+    eval_dataset_name: str | None = field(
+        default=None, metadata={"help": "Held-out data (same kinds as dataset_name); a world gives `eval_world_split`."})
+    eval_world_split: str = field(
+        default="probe", metadata={"help": "World question split for evaluation: `probe` people are never trained on."})
+    eval_before_training: bool = field(
+        default=True, metadata={"help": "Also measure the eval loss before the first step (the log's step 0)."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty output folder."})
+    merge: bool = field(
+        default=True, metadata={"help": "LoRA/QLoRA: save the merged full model in output_dir and the adapter in "
+                                "output_dir/adapter; false: output_dir is the adapter alone."})
+
+
+def bf16_default() -> bool:
+    """bf16 only where it is fast and supported (a CUDA GPU with bf16); CPU stays fp32 (PITFALLS: no bf16 on CPU)."""
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _model_dir_error(path: str) -> GroundupError | None:
+    p = Path(path)
+    if p.is_dir() and not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+        return GroundupError(f"model folder {path} has no config.json (is it a finished model folder?)")
+    if not p.exists() and (path.startswith((".", "/")) or path.startswith("runs/")):
+        return GroundupError(f"model folder {path} not found (train it first, e.g. `groundup pretrain`)")
+    return None
+
+
+def load_tokenizer(path: str, revision: str = "main", trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    if err := _model_dir_error(path):
+        raise err
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise GroundupError(f"model {path}: could not load its tokenizer ({str(err).splitlines()[0]})") from None
+
+
+def quantization_config(model_args):
+    """bitsandbytes 4/8-bit config for QLoRA, or None. Stops with one line when bitsandbytes is missing."""
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return None
+    if not model_args.use_peft:
+        raise GroundupError("load_in_4bit / load_in_8bit train adapters only: also set use_peft: true (QLoRA)")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise GroundupError("QLoRA needs bitsandbytes: pip install 'groundup[qlora]' (the CUDA path is the real one; "
+                            "on CPU it runs but is slow)") from None
+    from trl import get_quantization_config
+
+    return get_quantization_config(model_args)
+
+
+def load_model(path: str, model_args, trust_remote_code: bool = False, quantized: bool = True):
+    """A causal LM from a folder or Hub id: safetensors only, remote code only when asked, fp32 unless `dtype` says."""
+    from transformers import AutoModelForCausalLM
+
+    if err := _model_dir_error(path):
+        raise err
+    kwargs: dict[str, Any] = dict(revision=model_args.model_revision, trust_remote_code=trust_remote_code,
+                                  use_safetensors=True, dtype=model_args.dtype or "float32")
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if quantized and (qconfig := quantization_config(model_args)) is not None:
+        kwargs["quantization_config"] = qconfig
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise GroundupError(f"model {path}: could not load it ({str(err).splitlines()[0]})") from None
+
+
+def load_model_and_tokenizer(model_args, training_args):
+    path = model_args.model_name_or_path
+    if not path:
+        raise GroundupError("model_name_or_path is not set (the folder or Hub id of the model to fine-tune)")
+    tokenizer = load_tokenizer(path, model_args.model_revision, training_args.trust_remote_code)
+    model = load_model(path, model_args, training_args.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    set_chat_eos(model, tokenizer)
+    return model, tokenizer
+
+
+def set_chat_eos(model, tokenizer) -> list[int]:
+    """Make generation stop at end of turn: `<|im_end|>` (or the tokenizer's eos) first in the eos list."""
+    ids = []
+    turn_end = tokenizer.convert_tokens_to_ids(TURN_END) if TURN_END in tokenizer.get_vocab() else None
+    for token_id in (turn_end, tokenizer.eos_token_id):
+        if token_id is not None and token_id not in ids:
+            ids.append(token_id)
+    old = model.generation_config.eos_token_id
+    for token_id in [old] if isinstance(old, int) else (old or []):
+        if token_id not in ids:
+            ids.append(token_id)
+    model.generation_config.eos_token_id = ids
+    model.config.eos_token_id = ids[0]
+    if tokenizer.pad_token_id is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return ids
+
+
+def context_length(model) -> int | None:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for key in ("n_positions", "max_position_embeddings"):
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    return None
+
+
+def check_max_length(model, max_length: int | None) -> None:
+    limit = context_length(model)
+    if limit is None:
+        return
+    if max_length is None:
+        raise GroundupError(f"max_length is unset but the model reads at most n_positions={limit} tokens; "
+                            f"set max_length (<= {limit})")
+    if max_length > limit:
+        raise GroundupError(f"max_length={max_length} exceeds the model's n_positions={limit}; set max_length <= {limit}")
+
+
+def has_generation_markers(template: str | None) -> bool:
+    return bool(template) and bool(_GENERATION_MARKER.search(template))
+
+
+def check_chat_template(tokenizer, assistant_only_loss: bool) -> None:
+    template = tokenizer.chat_template
+    if not template:
+        raise GroundupError("the tokenizer has no chat template; set chat_template_path (a .jinja file or tokenizer)")
+    if assistant_only_loss and not has_generation_markers(template):
+        raise GroundupError("assistant_only_loss is on but the chat template has no {% generation %} markers "
+                            "around assistant turns (the loss mask would be empty); add them or turn it off")
+
+
+def _matches(module_name: str, target: str) -> bool:
+    return module_name == target or module_name.endswith("." + target)
+
+
+def lora_config(model, model_args):
+    """A peft `LoraConfig` from TRL's ModelConfig keys, or None when `use_peft` is off.
+
+    GPT-2 keeps its projections in `Conv1D` (weights stored transposed): the default targets are `c_attn`, `c_proj`,
+    `c_fc` with `fan_in_fan_out=True`. `lora_modules_to_save: [wte]` also trains the token embeddings (tokens the base
+    rarely saw); peft's `trainable_token_indices` crashes TRL's fused LM head on tied GPT-2 (PITFALLS).
+    """
+    if not model_args.use_peft:
+        return None
+    from peft import LoraConfig
+    from transformers.pytorch_utils import Conv1D
+
+    modules = dict(model.named_modules())
+    has_conv1d = any(isinstance(m, Conv1D) for m in modules.values())
+    targets = model_args.lora_target_modules
+    if isinstance(targets, str) and targets != "all-linear" and re.fullmatch(r"[\w.]+", targets):
+        targets = [targets]  # TRL's ModelConfig turns a one-item list into a string, which peft reads as a regex
+    if targets is None:
+        targets = GPT2_LORA_TARGETS if has_conv1d else "all-linear"
+    if isinstance(targets, list):
+        for target in targets:
+            if not any(_matches(name, target) for name in modules):
+                examples = sorted({n.split(".")[-1] for n, m in modules.items() if not list(m.children())})[:12]
+                raise GroundupError(f"LoRA target {target!r} matches no module of the model "
+                                    f"(leaf modules include: {', '.join(examples)})")
+        fan_in_fan_out = any(isinstance(m, Conv1D) for n, m in modules.items() if any(_matches(n, t) for t in targets))
+    else:
+        fan_in_fan_out = has_conv1d
+    to_save = model_args.lora_modules_to_save
+    if isinstance(to_save, str):
+        to_save = [to_save]
+    for name in to_save or []:
+        if not any(_matches(n, name) for n in modules):
+            raise GroundupError(f"lora_modules_to_save {name!r} matches no module of the model")
+    kwargs = {}
+    if model_args.lora_target_parameters is not None:
+        kwargs["target_parameters"] = model_args.lora_target_parameters
+    return LoraConfig(task_type=model_args.lora_task_type, r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
+                      lora_dropout=model_args.lora_dropout, target_modules=targets, fan_in_fan_out=fan_in_fan_out,
+                      bias="none", use_rslora=model_args.use_rslora, use_dora=model_args.use_dora,
+                      modules_to_save=to_save, **kwargs)
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def merge_adapter(base_path: str, adapter_dir: str | Path, model_args, trust_remote_code: bool = False):
+    """The base model (full precision, even after QLoRA) with the adapter merged in: a plain transformers model."""
+    from peft import PeftModel
+
+    base = load_model(base_path, model_args, trust_remote_code, quantized=False)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
+def write_train_log(out_dir: Path, log_history: list[dict[str, Any]]) -> Path:
+    path = Path(out_dir) / TRAIN_LOG
+    with path.open("w") as f:
+        for entry in log_history:
+            f.write(json.dumps(entry) + "\n")
+    return path
+
+
+def save_model_folder(trainer, tokenizer, out: Path, *, base_path: str, merge: bool, model_args,
+                      trust_remote_code: bool = False) -> dict[str, str]:
+    """Write the trained model (and adapter) into `out`; return where each part lives."""
+    from peft import PeftModel
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if isinstance(model, PeftModel):
+        adapter = out / ADAPTER_DIR if merge else out
+        model.save_pretrained(adapter)
+        tokenizer.save_pretrained(adapter)
+        if not merge:
+            return {"adapter": str(adapter)}
+        merged = merge_adapter(base_path, adapter, model_args, trust_remote_code)
+        set_chat_eos(merged, tokenizer)
+        merged.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        return {"model": str(out), "adapter": str(adapter)}
+    set_chat_eos(model, tokenizer)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {"model": str(out)}
+
+
+def split_output_dir(training_args) -> tuple[Path, Path]:
+    """(final model folder, checkpoint folder); points the trainer at the checkpoint folder."""
+    final = Path(training_args.output_dir)
+    checkpoints = final.parent / f"{final.name}.checkpoints"
+    training_args.output_dir = str(checkpoints)
+    return final, checkpoints
+
+
+def cleanup_checkpoints(checkpoints: Path) -> None:
+    if checkpoints.is_dir() and not any(p.name.startswith("checkpoint-") for p in checkpoints.iterdir()):
+        shutil.rmtree(checkpoints, ignore_errors=True)
+
+
+@dataclass
+class MixtureRecord:
+    """`DatasetMixtureConfig` as plain data, so `recipe.yaml` records the list of datasets readably."""
+
+    datasets: list = field(default_factory=list)
+    streaming: bool = False
+    test_split_size: float | None = None
+
+
+def mixture_record(mixture) -> MixtureRecord:
+    return MixtureRecord([dataclasses.asdict(d) for d in mixture.datasets], mixture.streaming, mixture.test_split_size)
+
+
+def final_figures(log_history: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The last logged value of each key (e.g. `train_loss`, `eval_loss`, `rewards/margins`)."""
+    figures = {}
+    for key in keys:
+        values = [entry[key] for entry in log_history if key in entry]
+        if values:
+            figures[key] = values[-1]
+    return figures

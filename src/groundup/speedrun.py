@@ -1,0 +1,171 @@
+"""`groundup speedrun --preset tiny [--run-dir DIR] [--from STAGE]`: every stage of a preset, in order.
+
+world -> tokenizer -> pretrain -> sft -> probe -> sft-idk -> dpo -> eval (every arm, both phrasings) -> report.
+
+Each step runs `groundup STAGE --config <its YAML>` in this process (importing torch and TRL once saves a minute on
+a small CPU run). A step is skipped when its output exists: every stage writes its output atomically, so existence
+means complete, and an interrupted speedrun resumes where it stopped. `--from STAGE` deletes that stage's output and
+everything after it, then runs them again. The YAMLs say `runs/<preset>/...`; with `--run-dir` those paths are
+rewritten and the resolved YAMLs kept in `DIR/configs/` as the run's record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import GroundupError
+
+TIMINGS_FILE = "speedrun.json"
+
+
+@dataclass
+class Step:
+    name: str  # unique, shown in progress lines
+    stage: str  # the `groundup` CLI stage it runs; `--from` takes a stage or a step name
+    config: str  # YAML file in the preset folder
+    output: str  # relative to the run folder; its existence means the step is complete
+    args: list[str] = field(default_factory=list)  # extra CLI flags (run-folder relative paths start with "@/")
+
+
+# Arms of the honesty comparison: (name, model folder, extra eval flags).
+ARMS = [
+    ("base", "base", ["--prompt_format", "few_shot"]),  # a base model does not follow chat; prompt it few-shot
+    ("sft", "sft", []),
+    ("sft-idk", "sft-idk", []),
+    ("dpo", "dpo", []),
+]
+# Question files: eval people asked in the training phrasings, then in phrasings never used in training.
+EVAL_SPLITS = [("", "eval"), ("-heldout", "eval_heldout")]
+
+
+def plan() -> list[Step]:
+    steps = [
+        Step("world", "world", "world.yaml", "data"),
+        Step("tokenizer", "tokenizer", "tokenizer.yaml", "tokenizer"),
+        Step("pretrain", "pretrain", "pretrain.yaml", "base"),
+        Step("sft", "sft", "sft.yaml", "sft"),
+        Step("probe", "probe", "probe.yaml", "probe"),
+        Step("sft-idk", "sft", "sft_idk.yaml", "sft-idk"),
+        Step("dpo", "dpo", "dpo.yaml", "dpo"),
+    ]
+    for arm, model, flags in ARMS:
+        for suffix, questions in EVAL_SPLITS:
+            steps.append(Step(f"eval-{arm}{suffix}", "eval", "eval.yaml", f"eval/{arm}{suffix}",
+                              ["--model", f"@/{model}", "--questions", f"@/data/questions/{questions}.jsonl",
+                               "--output_dir", f"@/eval/{arm}{suffix}", *flags]))
+    steps.append(Step("report", "report", "report.yaml", "report.md"))
+    return steps
+
+
+def preset_dir(preset: str) -> Path:
+    """A preset name (`tiny`: recipes/tiny in the current folder or the groundup checkout) or a folder path."""
+    candidates = [Path(preset), Path.cwd() / "recipes" / preset, Path(__file__).resolve().parents[2] / "recipes" / preset]
+    for candidate in candidates:
+        if candidate.is_dir() and (candidate / "world.yaml").is_file():
+            return candidate
+    raise GroundupError(f"preset {preset!r} not found (looked for recipes/{preset}/world.yaml)")
+
+
+def resolve_config(source: Path, target: Path, preset: str, run_dir: Path) -> Path:
+    """Copy a preset YAML with `runs/<preset>` rewritten to the run folder."""
+    text = source.read_text()
+    default = f"runs/{preset}"
+    if Path(run_dir) != Path(default):
+        text = text.replace(default + "/", f"{run_dir}/").replace(default + "\n", f"{run_dir}\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    yaml.safe_load(text)  # fail here, not inside the stage, on a YAML the rewrite broke
+    return target
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _reset_distributed_state() -> None:
+    """Stages share this process; accelerate keeps its state in singletons that the next stage must not inherit."""
+    try:
+        from accelerate.state import AcceleratorState, PartialState
+    except ImportError:
+        return
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()
+
+
+def run(preset: str, run_dir: str | Path, start_from: str | None = None) -> dict:
+    import importlib
+
+    from .cli import STAGES
+
+    presets = preset_dir(preset)
+    preset_name = presets.name
+    run_dir = Path(run_dir)
+    steps = plan()
+    names = [s.name for s in steps]
+    if start_from is not None:
+        matches = [i for i, s in enumerate(steps) if start_from in (s.name, s.stage)]
+        if not matches:
+            raise GroundupError(f"--from {start_from!r}: no such stage; choose one of: {', '.join(names)}")
+        for step in steps[matches[0]:]:
+            _remove(run_dir / step.output)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timings_path = run_dir / TIMINGS_FILE
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+
+    total_start = time.perf_counter()
+    for index, step in enumerate(steps, 1):
+        prefix = f"[{index:2d}/{len(steps)}] {step.name:<18}"
+        output = run_dir / step.output
+        if output.exists():
+            print(f"{prefix} skipped ({output} is complete)", flush=True)
+            timings.setdefault(step.name, {"seconds": None})["status"] = "skipped"
+            continue
+        source = presets / step.config
+        if not source.is_file():
+            raise GroundupError(f"preset {preset_name}: missing {source}")
+        config = resolve_config(source, run_dir / "configs" / f"{step.name}.yaml", preset_name, run_dir)
+        argv = ["--config", str(config)] + [str(run_dir / a[2:]) if a.startswith("@/") else a for a in step.args]
+        print(f"{prefix} running: groundup {step.stage} {' '.join(argv)}", flush=True)
+        start = time.perf_counter()
+        module = importlib.import_module(STAGES[step.stage])
+        _reset_distributed_state()
+        module.main(argv)
+        seconds = time.perf_counter() - start
+        timings[step.name] = {"seconds": round(seconds, 2), "status": "ran", "stage": step.stage}
+        timings_path.write_text(json.dumps(timings, indent=1) + "\n")  # after every step: nothing lost on Ctrl-C
+        print(f"{prefix} done in {seconds:6.1f} s", flush=True)
+    timings_path.write_text(json.dumps(timings, indent=1) + "\n")
+    _print_summary(timings, steps, time.perf_counter() - total_start)
+    return timings
+
+
+def _print_summary(timings: dict, steps: list[Step], wall: float) -> None:
+    print("\n| stage | status | seconds |\n|---|---|---:|")
+    for step in steps:
+        entry = timings.get(step.name, {})
+        seconds = entry.get("seconds")
+        print(f"| {step.name} | {entry.get('status', 'not run')} | {'' if seconds is None else f'{seconds:.1f}'} |")
+    ran = sum(e["seconds"] or 0 for e in timings.values() if e.get("status") == "ran")
+    print(f"\nspeedrun: {wall:.1f} s wall this call, {ran:.1f} s in stages that ran")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="groundup speedrun", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny", help="Preset name under recipes/ (tiny, smoke) or a folder.")
+    parser.add_argument("--run-dir", "--run_dir", default=None, help="Run folder (default: runs/<preset>).")
+    parser.add_argument("--from", dest="start_from", default=None,
+                        help="Redo this stage (world, tokenizer, pretrain, sft, probe, sft-idk, dpo, eval, report) "
+                             "and everything after it.")
+    args = parser.parse_args(argv)
+    run_dir = args.run_dir or f"runs/{Path(args.preset).name}"
+    return run(args.preset, run_dir, args.start_from)
