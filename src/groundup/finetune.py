@@ -244,6 +244,14 @@ def merge_adapter(base_path: str, adapter_dir: str | Path, model_args, trust_rem
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
+def evaluate_before(trainer, enabled: bool) -> list[dict[str, Any]]:
+    """Eval metrics before the first step, as log entries at step 0 (`train()` starts a fresh log history)."""
+    if not enabled:
+        return []
+    metrics = trainer.evaluate()
+    return [{**{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, "step": 0, "epoch": 0.0}]
+
+
 def write_train_log(out_dir: Path, log_history: list[dict[str, Any]]) -> Path:
     path = Path(out_dir) / TRAIN_LOG
     with path.open("w") as f:

@@ -31,11 +31,11 @@ class SFTArguments(FinetuneScriptArguments):
 @dataclass
 class GroundupSFTConfig(SFTConfig):
     """TRL's SFTConfig with two defaults changed for small models: no gradient checkpointing (it only slows a model
-    that fits in memory) and bf16 only on a GPU that has it (TRL's default bf16=True refuses to start on CPU)."""
+    that fits in memory; turn it on with `activation_checkpointing: true`) and bf16 only on a GPU that has it (TRL's default bf16=True refuses to start on CPU)."""
 
     output_dir: str | None = field(default="runs/tiny/sft", metadata={"help": "Folder for the fine-tuned model."})
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Recompute activations in backward (saves memory, ~20%% slower)."})
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing (off by default here)."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: only on a bf16 GPU."})
 
     def __post_init__(self):
@@ -48,7 +48,7 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
     from trl import SFTTrainer
 
     from .configs import config_dict, save_config
-    from .finetune import (check_chat_template, check_max_length, cleanup_checkpoints, final_figures,
+    from .finetune import (check_chat_template, check_max_length, cleanup_checkpoints, evaluate_before, final_figures,
                            load_model_and_tokenizer, lora_config, mixture_record, parameter_counts,
                            save_model_folder, split_output_dir, write_train_log)
     from .model_card import write_model_card
@@ -66,8 +66,7 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
     final_dir, checkpoints = split_output_dir(training_args)
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, peft_config=peft_config)
-    if eval_ds is not None and script_args.eval_before_training:
-        trainer.evaluate()  # logged at step 0: the "before" point of the loss curve
+    before = evaluate_before(trainer, eval_ds is not None and script_args.eval_before_training)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if eval_ds is not None:
         trainer.evaluate()
@@ -76,7 +75,7 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
     if not trainer.is_world_process_zero():
         return final_dir
 
-    history = trainer.state.log_history
+    history = before + trainer.state.log_history
     figures = final_figures(history, ("train_loss", "eval_loss", "mean_token_accuracy", "eval_mean_token_accuracy",
                                       "num_tokens", "train_runtime"))
     figures.update(steps=trainer.state.global_step, trainable_parameters=trainable, total_parameters=total,

@@ -168,12 +168,18 @@ def describe(stats: dict) -> str:
                if compression else "no held-out text for compression"))
 
 
+def parse_args(argv: list[str] | None = None) -> tuple:
+    from .configs import parse_config
+
+    return parse_config([TokenizerArguments], argv)
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Parse the config, train, save the tokenizer folder atomically, print its figures."""
-    from .configs import parse_config, save_config
+    from .configs import save_config
     from .outputs import atomic_output_dir, check_output_dir
 
-    (args,) = parse_config([TokenizerArguments], argv)
+    (args,) = parse_args(argv)
     check_output_dir(args.output_dir, args.overwrite)  # fail before minutes of training, not after
     tokenizer, stats = build_tokenizer(args)
     with atomic_output_dir(args.output_dir, args.overwrite) as out:

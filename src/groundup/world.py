@@ -302,12 +302,18 @@ def sanity_check(world: World) -> None:
     assert len(pools) == len(world.people), "duplicate names"
 
 
+def parse_args(argv: list[str] | None = None) -> tuple:
+    from .configs import parse_config
+
+    return parse_config([WorldArguments], argv)
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Parse the config, generate the world, write it atomically with its resolved config."""
-    from .configs import parse_config, save_config
+    from .configs import save_config
     from .outputs import atomic_output_dir, check_output_dir
 
-    (args,) = parse_config([WorldArguments], argv)
+    (args,) = parse_args(argv)
     check_output_dir(args.output_dir, args.overwrite)
     world = generate_world(args)
     sanity_check(world)

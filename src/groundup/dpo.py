@@ -1,0 +1,129 @@
+"""`groundup dpo`: direct preference optimisation with TRL's DPOTrainer — LoRA (reference = adapter off) or full.
+
+- LoRA (`use_peft: true`): one copy of the model in memory; the reference is the same model with the adapter
+  disabled (TRL does this when `ref_model` is None and a `peft_config` is given).
+- Full: TRL loads a frozen reference copy from `model_name_or_path`, unless `precompute_ref_log_probs: true`, which
+  scores every pair with the reference once before training and then keeps no reference in memory.
+- Loss types are DPOConfig's list (`loss_type: [sigmoid]`, or `[sigmoid, sft]` with `loss_weights`).
+
+Data: TRL's conversational preference format `{"prompt": [...], "chosen": [...], "rejected": [...]}` — the probe
+stage's `dpo_pairs.jsonl`, a world folder (ground-truth honesty pairs, see `sft_data.world_dpo_rows`), local files or
+the Hub (e.g. `HuggingFaceH4/ultrafeedback_binarized`, split `train_prefs`).
+
+    accelerate launch recipes/dpo.py --config recipes/tiny/dpo.yaml [--key value ...]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import DPOConfig
+
+from .finetune import FinetuneScriptArguments, bf16_default
+
+
+@dataclass
+class DPOArguments(FinetuneScriptArguments):
+    """Data and output options of `groundup dpo`."""
+
+
+@dataclass
+class GroundupDPOConfig(DPOConfig):
+    """TRL's DPOConfig with the small-model defaults of `GroundupSFTConfig` (no activation checkpointing; bf16 only on
+    a bf16 GPU)."""
+
+    output_dir: str | None = field(default="runs/tiny/dpo", metadata={"help": "Folder for the DPO model."})
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing (off by default here)."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: only on a bf16 GPU."})
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = False if self.fp16 else bf16_default()
+        super().__post_init__()
+
+
+DPO_FIGURES = ("train_loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
+               "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies", "train_runtime")
+
+
+def build_trainer(script_args, training_args, model_args, mixture):
+    """(trainer, train dataset, eval dataset) — split out so tests can inspect the trainer before training."""
+    from trl import DPOTrainer
+
+    from .finetune import check_chat_template, check_max_length, load_model_and_tokenizer, lora_config
+    from .sft_data import load_training_data
+
+    train_ds, eval_ds = load_training_data(script_args, mixture, "dpo")
+    model, tokenizer = load_model_and_tokenizer(model_args, training_args)
+    check_max_length(model, training_args.max_length)
+    check_chat_template(tokenizer, assistant_only_loss=False)
+    peft_config = lora_config(model, model_args)
+    trainer = DPOTrainer(model=model, ref_model=None, args=training_args, train_dataset=train_ds,
+                         eval_dataset=eval_ds, processing_class=tokenizer, peft_config=peft_config)
+    return trainer, tokenizer, train_ds
+
+
+def run_dpo(script_args: DPOArguments, training_args: GroundupDPOConfig, model_args, mixture) -> Path:
+    from .configs import config_dict, save_config
+    from .finetune import (cleanup_checkpoints, evaluate_before, final_figures, mixture_record, parameter_counts,
+                           save_model_folder, split_output_dir, write_train_log)
+    from .model_card import write_model_card
+    from .outputs import atomic_output_dir, check_output_dir
+    from .sft import data_names, method_name
+
+    check_output_dir(training_args.output_dir, script_args.overwrite)
+    final_dir, checkpoints = split_output_dir(training_args)
+    trainer, tokenizer, train_ds = build_trainer(script_args, training_args, model_args, mixture)
+    before = evaluate_before(trainer, trainer.eval_dataset is not None and script_args.eval_before_training)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if trainer.eval_dataset is not None:
+        trainer.evaluate()
+    trainable, total = parameter_counts(trainer.model)
+    training_args.output_dir = str(final_dir)
+    if not trainer.is_world_process_zero():
+        return final_dir
+
+    history = before + trainer.state.log_history
+    figures = final_figures(history, DPO_FIGURES)
+    reference = ("the model with its adapter disabled" if model_args.use_peft
+                 else "log-probs precomputed before training" if training_args.precompute_ref_log_probs
+                 else "a frozen copy of the starting model")
+    figures.update(steps=trainer.state.global_step, trainable_parameters=trainable, total_parameters=total,
+                   train_pairs=len(train_ds), method=method_name(model_args), reference=reference,
+                   loss_type="+".join(training_args.loss_type), beta=training_args.beta)
+    with atomic_output_dir(final_dir, script_args.overwrite) as out:
+        where = save_model_folder(trainer, tokenizer, out, base_path=model_args.model_name_or_path,
+                                  merge=script_args.merge, model_args=model_args,
+                                  trust_remote_code=training_args.trust_remote_code)
+        write_train_log(out, history)
+        configs = (script_args, training_args, model_args, mixture_record(mixture))
+        save_config(out, *configs)
+        write_model_card(
+            out, title=f"{final_dir.name}: DPO of {Path(model_args.model_name_or_path).name}",
+            summary=(f"Direct preference optimisation ({method_name(model_args)}, loss {figures['loss_type']}, "
+                     f"beta {training_args.beta}) with TRL's DPOTrainer on {data_names(script_args, mixture)}; "
+                     f"reference: {reference}. "
+                     + ("The peft adapter is in `adapter/`." if "adapter" in where and "model" in where else "")),
+            base_model=model_args.model_name_or_path, datasets=data_names(script_args, mixture, as_list=True),
+            tags=["dpo", "trl"] + (["lora"] if model_args.use_peft else []), figures=figures,
+            config=config_dict(*configs), command=f"python recipes/dpo.py --config {final_dir}/recipe.yaml")
+    cleanup_checkpoints(checkpoints)
+    margin = figures.get("rewards/margins")
+    print(f"dpo: {figures['steps']} steps, train loss {figures.get('train_loss', float('nan')):.4f}"
+          + (f", reward margin {margin:.3f}" if margin is not None else "")
+          + f", reference: {reference} -> {final_dir}")
+    return final_dir
+
+
+def parse(argv=None):
+    from trl import DatasetMixtureConfig, ModelConfig
+
+    from .configs import parse_config
+
+    return parse_config([DPOArguments, GroundupDPOConfig, ModelConfig, DatasetMixtureConfig], argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    return run_dpo(*parse(argv))
