@@ -53,6 +53,10 @@ class TokenizerArguments:
     add_chat_text: bool = field(
         default=True, metadata={"help": "Also train on chat turns and refusals (from the world's question files)."}
     )
+    chat_world: str | None = field(
+        default=None,
+        metadata={"help": "World folder whose Q&A become chat training text; default: `dataset` if it is a world."},
+    )
 
     def __post_init__(self):
         minimum = BYTE_ALPHABET + len(SPECIAL_TOKENS)
@@ -135,7 +139,10 @@ def build_tokenizer(args: TokenizerArguments):
                                 f"heldout_documents={args.heldout_documents}; lower it")
         raise GroundupError(f"dataset {args.dataset}: no non-empty text in column {args.text_column!r}")
     if args.add_chat_text:
-        train += chat_texts(args.dataset if is_world_dir(args.dataset) else None)
+        world = args.chat_world or (args.dataset if is_world_dir(args.dataset) else None)
+        if world is not None and not is_world_dir(world):
+            raise GroundupError(f"chat_world {world}: not a world folder (no corpus.jsonl); run `groundup world`")
+        train += chat_texts(world)
     n_bytes = sum(len(t.encode("utf-8")) for t in train)
 
     start = time.perf_counter()
