@@ -19,6 +19,7 @@ STAGES = {
     "report": "groundup.report",
     "chat": "groundup.chat_cli",
     "push": "groundup.hub",
+    "inspect": "groundup.inspection",
     "speedrun": "groundup.speedrun",
 }
 
@@ -34,6 +35,7 @@ stages:
   eval        grade a model's answers: correct / incorrect / refused, hallucination and refusal rates
   report      the run's report card (markdown + plots)
   chat        chat with a model folder in the terminal
+  inspect     attention heatmaps and next-token probabilities of a model as PNGs
   push        upload a model folder to the Hugging Face Hub
   speedrun    run every stage of a preset in order (--preset tiny [--run-dir DIR] [--from STAGE])
 
