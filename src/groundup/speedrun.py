@@ -34,12 +34,13 @@ class Step:
     args: list[str] = field(default_factory=list)  # extra CLI flags (run-folder relative paths start with "@/")
 
 
-# Arms of the honesty comparison: (name, model folder, extra eval flags).
+# Arms of the honesty comparison: (name, model folder, eval config). A base model does not follow chat, so its
+# config prompts it few-shot in plain text.
 ARMS = [
-    ("base", "base", ["--prompt_format", "few_shot"]),  # a base model does not follow chat; prompt it few-shot
-    ("sft", "sft", []),
-    ("sft-idk", "sft-idk", []),
-    ("dpo", "dpo", []),
+    ("base", "base", "eval_base.yaml"),
+    ("sft", "sft", "eval.yaml"),
+    ("sft-idk", "sft-idk", "eval.yaml"),
+    ("dpo", "dpo", "eval.yaml"),
 ]
 # Question files: eval people asked in the training phrasings, then in phrasings never used in training.
 EVAL_SPLITS = [("", "eval"), ("-heldout", "eval_heldout")]
@@ -55,11 +56,11 @@ def plan() -> list[Step]:
         Step("sft-idk", "sft", "sft_idk.yaml", "sft-idk"),
         Step("dpo", "dpo", "dpo.yaml", "dpo"),
     ]
-    for arm, model, flags in ARMS:
+    for arm, model, config in ARMS:
         for suffix, questions in EVAL_SPLITS:
-            steps.append(Step(f"eval-{arm}{suffix}", "eval", "eval.yaml", f"eval/{arm}{suffix}",
+            steps.append(Step(f"eval-{arm}{suffix}", "eval", config, f"eval/{arm}{suffix}",
                               ["--model", f"@/{model}", "--questions", f"@/data/questions/{questions}.jsonl",
-                               "--output_dir", f"@/eval/{arm}{suffix}", *flags]))
+                               "--output_dir", f"@/eval/{arm}{suffix}"]))
     steps.append(Step("report", "report", "report.yaml", "report.md"))
     return steps
 
