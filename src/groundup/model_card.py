@@ -27,12 +27,14 @@ def write_model_card(
     eval_results: list[dict[str, Any]] | None = None,
     config: dict[str, Any] | None = None,
     command: str | None = None,
+    name: str | None = None,
 ) -> Path:
     """Write `README.md` into a model folder.
 
     `figures`: name -> value shown in a table (the run's own numbers: loss, tokens/s, ...).
     `eval_results`: dicts with `task_type`, `dataset_name`, `dataset_type`, `metric_type`, `metric_value`
     (and optionally `metric_name`, `dataset_split`): they become the card's `model-index`.
+    `name`: the folder or repo id shown in the usage snippet; pass the final folder when `out_dir` is a staging one.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -53,7 +55,7 @@ def write_model_card(
         body += [f"| {k} | {_fmt(v)} |" for k, v in figures.items()]
         body.append("")
     body += ["## Use", "", "```python", "from transformers import pipeline",
-             f'chat = pipeline("text-generation", "{Path(out_dir).name}")',
+             f'chat = pipeline("text-generation", "{name or Path(out_dir).name}")',
              'print(chat([{"role": "user", "content": "Hello!"}], max_new_tokens=32))', "```", ""]
     if command:
         body += ["## Reproduce", "", "```bash", command, "```", ""]

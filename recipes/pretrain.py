@@ -1,0 +1,17 @@
+"""Pretrain a GPT-2 from scratch with Accelerate: the project's headline command.
+
+    accelerate launch recipes/pretrain.py --config recipes/tiny/pretrain.yaml
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/pretrain.py \
+        --config recipes/gpt2-124m/pretrain.yaml
+    python recipes/pretrain.py --config recipes/tiny/pretrain.yaml --resume latest   # one process, continue
+
+The loop lives in src/groundup/pretrain.py; `groundup pretrain ...` is the same stage.
+"""
+
+import sys
+
+from groundup.cli import run_stage
+from groundup.pretrain import main
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))
