@@ -52,7 +52,8 @@ def build_trainer(script_args, training_args, model_args, mixture):
     """(trainer, train dataset, eval dataset) — split out so tests can inspect the trainer before training."""
     from trl import DPOTrainer
 
-    from .finetune import check_chat_template, check_max_length, load_model_and_tokenizer, lora_config
+    from .finetune import (check_chat_template, check_max_length, drop_eval_without_data, load_model_and_tokenizer,
+                           lora_config)
     from .sft_data import load_training_data
 
     train_ds, eval_ds = load_training_data(script_args, mixture, "dpo")
@@ -60,6 +61,7 @@ def build_trainer(script_args, training_args, model_args, mixture):
     check_max_length(model, training_args.max_length)
     check_chat_template(tokenizer, assistant_only_loss=False)
     peft_config = lora_config(model, model_args)
+    drop_eval_without_data(training_args, eval_ds)
     trainer = DPOTrainer(model=model, ref_model=None, args=training_args, train_dataset=train_ds,
                          eval_dataset=eval_ds, processing_class=tokenizer, peft_config=peft_config)
     return trainer, tokenizer, train_ds
@@ -67,8 +69,8 @@ def build_trainer(script_args, training_args, model_args, mixture):
 
 def run_dpo(script_args: DPOArguments, training_args: GroundupDPOConfig, model_args, mixture) -> Path:
     from .configs import config_dict, save_config
-    from .finetune import (cleanup_checkpoints, evaluate_before, final_figures, mixture_record, parameter_counts,
-                           save_model_folder, split_output_dir, write_train_log)
+    from .finetune import (TrainingRecord, cleanup_checkpoints, evaluate_before, final_figures, mixture_record,
+                           parameter_counts, save_model_folder, split_output_dir, write_train_log)
     from .model_card import write_model_card
     from .outputs import atomic_output_dir, check_output_dir
     from .sft import data_names, method_name
@@ -98,7 +100,7 @@ def run_dpo(script_args: DPOArguments, training_args: GroundupDPOConfig, model_a
                                   merge=script_args.merge, model_args=model_args,
                                   trust_remote_code=training_args.trust_remote_code)
         write_train_log(out, history)
-        configs = (script_args, training_args, model_args, mixture_record(mixture))
+        configs = (script_args, TrainingRecord(training_args), model_args, mixture_record(mixture))
         save_config(out, *configs)
         write_model_card(
             out, title=f"{final_dir.name}: DPO of {Path(model_args.model_name_or_path).name}",
@@ -108,7 +110,8 @@ def run_dpo(script_args: DPOArguments, training_args: GroundupDPOConfig, model_a
                      + ("The peft adapter is in `adapter/`." if "adapter" in where and "model" in where else "")),
             base_model=model_args.model_name_or_path, datasets=data_names(script_args, mixture, as_list=True),
             tags=["dpo", "trl"] + (["lora"] if model_args.use_peft else []), figures=figures,
-            config=config_dict(*configs), command=f"python recipes/dpo.py --config {final_dir}/recipe.yaml")
+            config=config_dict(*configs), command=f"python recipes/dpo.py --config {final_dir}/recipe.yaml",
+            name=str(final_dir))
     cleanup_checkpoints(checkpoints)
     margin = figures.get("rewards/margins")
     print(f"dpo: {figures['steps']} steps, train loss {figures.get('train_loss', float('nan')):.4f}"
@@ -117,7 +120,7 @@ def run_dpo(script_args: DPOArguments, training_args: GroundupDPOConfig, model_a
     return final_dir
 
 
-def parse(argv=None):
+def parse_args(argv: list[str] | None = None) -> tuple:
     from trl import DatasetMixtureConfig, ModelConfig
 
     from .configs import parse_config
@@ -126,4 +129,4 @@ def parse(argv=None):
 
 
 def main(argv: list[str] | None = None) -> Path:
-    return run_dpo(*parse(argv))
+    return run_dpo(*parse_args(argv))

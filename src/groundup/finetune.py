@@ -55,6 +55,9 @@ class FinetuneScriptArguments:
     eval_before_training: bool = field(
         default=True, metadata={"help": "Also measure the eval loss before the first step (the log's step 0)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty output folder."})
+    packed_rows: bool = field(
+        default=True, metadata={"help": "With packing: keep packed rows as separate batch rows (fast with SDPA/eager "
+                                "attention); false: TRL's padding-free single row (for FlashAttention varlen)."})
     merge: bool = field(
         default=True, metadata={"help": "LoRA/QLoRA: save the merged full model in output_dir and the adapter in "
                                 "output_dir/adapter; false: output_dir is the adapter alone."})
@@ -231,6 +234,49 @@ def lora_config(model, model_args):
                       modules_to_save=to_save, **kwargs)
 
 
+class PackedRowsCollator:
+    """Batches of packed rows that stay separate rows: `[B, L]` input_ids with position_ids restarting at every
+    packed conversation and no attention mask, so transformers builds a block-diagonal causal mask *per row*.
+
+    TRL's padding-free collator flattens the whole batch into one `[1, B*L]` row, which FlashAttention's varlen
+    kernels handle in O(sum of lengths^2) but SDPA / eager attention (CPU, or a GPU without flash-attn) pays as
+    O((B*L)^2) plus a dense mask: measured 16x slower than padding here (bench/bench_finetune.py). Same losses: the
+    first token of each packed conversation is never predicted from the previous one, pads form their own block.
+    `tokens` counts real (non-pad) tokens seen, for throughput figures.
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+        self.tokens = 0
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(e["input_ids"]) for e in examples)
+        input_ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), -100, dtype=torch.long)
+        position_ids = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, example in enumerate(examples):
+            n = len(example["input_ids"])
+            input_ids[row, :n] = torch.tensor(example["input_ids"])
+            labels[row, :n] = torch.tensor(example.get("labels", example["input_ids"]))
+            lengths = list(example.get("seq_lengths") or [n]) + ([width - n] if width > n else [])
+            start = 0
+            for length in lengths:
+                position_ids[row, start:start + length] = torch.arange(length)
+                labels[row, start] = -100  # a conversation's first token is not predicted across the boundary
+                start += length
+            self.tokens += n
+        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+
+
+def use_packed_rows(trainer) -> PackedRowsCollator:
+    """Swap TRL's padding-free collator for `PackedRowsCollator` (the trainer only refuses a custom one at init)."""
+    collator = PackedRowsCollator(trainer.processing_class.pad_token_id)
+    trainer.data_collator = collator
+    return collator
+
+
 def parameter_counts(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
@@ -242,6 +288,17 @@ def merge_adapter(base_path: str, adapter_dir: str | Path, model_args, trust_rem
 
     base = load_model(base_path, model_args, trust_remote_code, quantized=False)
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
+def drop_eval_without_data(training_args, eval_ds) -> None:
+    """`eval_strategy` set but no eval data (e.g. `--eval_dataset_name ""`): evaluate never, instead of failing deep
+    in Trainer with a message about `eval_dataset`."""
+    from transformers.trainer_utils import IntervalStrategy
+
+    if eval_ds is None and training_args.eval_strategy != IntervalStrategy.NO:
+        print(f"note: eval_strategy={training_args.eval_strategy.value} but no eval data; not evaluating")
+        training_args.eval_strategy = IntervalStrategy.NO
+        training_args.do_eval = False
 
 
 def evaluate_before(trainer, enabled: bool) -> list[dict[str, Any]]:
@@ -294,6 +351,21 @@ def split_output_dir(training_args) -> tuple[Path, Path]:
 def cleanup_checkpoints(checkpoints: Path) -> None:
     if checkpoints.is_dir() and not any(p.name.startswith("checkpoint-") for p in checkpoints.iterdir()):
         shutil.rmtree(checkpoints, ignore_errors=True)
+
+
+class TrainingRecord:
+    """SFTConfig / DPOConfig for `recipe.yaml`: `to_dict()` masks every `*_token` field (meant for `hub_token`),
+    which would turn `pad_token` / `eos_token` into "<PAD_TOKEN>" and break a re-run; those two are restored."""
+
+    def __init__(self, args):
+        self.args = args
+
+    def to_dict(self) -> dict[str, Any]:
+        values = self.args.to_dict()
+        for key in ("pad_token", "eos_token"):
+            if key in values:
+                values[key] = getattr(self.args, key)
+        return values
 
 
 @dataclass

@@ -31,7 +31,8 @@ class SFTArguments(FinetuneScriptArguments):
 @dataclass
 class GroundupSFTConfig(SFTConfig):
     """TRL's SFTConfig with two defaults changed for small models: no gradient checkpointing (it only slows a model
-    that fits in memory; turn it on with `activation_checkpointing: true`) and bf16 only on a GPU that has it (TRL's default bf16=True refuses to start on CPU)."""
+    that fits in memory; turn it on with `activation_checkpointing: true`) and bf16 only on a GPU that has it
+    (TRL's default bf16=True refuses to start on a CPU)."""
 
     output_dir: str | None = field(default="runs/tiny/sft", metadata={"help": "Folder for the fine-tuned model."})
     gradient_checkpointing: bool | None = field(
@@ -48,9 +49,10 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
     from trl import SFTTrainer
 
     from .configs import config_dict, save_config
-    from .finetune import (check_chat_template, check_max_length, cleanup_checkpoints, evaluate_before, final_figures,
-                           load_model_and_tokenizer, lora_config, mixture_record, parameter_counts,
-                           save_model_folder, split_output_dir, write_train_log)
+    from .finetune import (TrainingRecord, check_chat_template, check_max_length, cleanup_checkpoints,
+                           drop_eval_without_data, evaluate_before, final_figures, load_model_and_tokenizer,
+                           lora_config, mixture_record, parameter_counts, save_model_folder, split_output_dir,
+                           use_packed_rows, write_train_log)
     from .model_card import write_model_card
     from .outputs import atomic_output_dir, check_output_dir
     from .sft_data import load_training_data
@@ -62,10 +64,13 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
     if training_args.chat_template_path is None:
         check_chat_template(tokenizer, training_args.assistant_only_loss)
     peft_config = lora_config(model, model_args)
+    drop_eval_without_data(training_args, eval_ds)
 
     final_dir, checkpoints = split_output_dir(training_args)
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, peft_config=peft_config)
+    if training_args.packing and script_args.packed_rows and training_args.packing_strategy != "wrapped":
+        use_packed_rows(trainer)
     before = evaluate_before(trainer, eval_ds is not None and script_args.eval_before_training)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if eval_ds is not None:
@@ -85,7 +90,7 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
                                   merge=script_args.merge, model_args=model_args,
                                   trust_remote_code=training_args.trust_remote_code)
         write_train_log(out, history)
-        configs = (script_args, training_args, model_args, mixture_record(mixture))
+        configs = (script_args, TrainingRecord(training_args), model_args, mixture_record(mixture))
         save_config(out, *configs)
         write_model_card(
             out, title=f"{final_dir.name}: SFT of {Path(model_args.model_name_or_path).name}",
@@ -95,7 +100,8 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
                      + ("The peft adapter is in `adapter/`." if "adapter" in where and "model" in where else "")),
             base_model=model_args.model_name_or_path, datasets=data_names(script_args, mixture, as_list=True),
             tags=["sft", "trl"] + (["lora"] if model_args.use_peft else []), figures=figures,
-            config=config_dict(*configs), command=f"python recipes/sft.py --config {final_dir}/recipe.yaml")
+            config=config_dict(*configs), command=f"python recipes/sft.py --config {final_dir}/recipe.yaml",
+            name=str(final_dir))
     cleanup_checkpoints(checkpoints)
     loss = figures.get("eval_loss")
     print(f"sft: {figures['steps']} steps, train loss {figures.get('train_loss', float('nan')):.4f}"
@@ -115,7 +121,7 @@ def data_names(script_args, mixture, as_list: bool = False):
     return names if as_list else ", ".join(str(n) for n in names)
 
 
-def parse(argv=None):
+def parse_args(argv: list[str] | None = None) -> tuple:
     from trl import DatasetMixtureConfig, ModelConfig
 
     from .configs import parse_config
@@ -124,4 +130,4 @@ def parse(argv=None):
 
 
 def main(argv: list[str] | None = None) -> Path:
-    return run_sft(*parse(argv))
+    return run_sft(*parse_args(argv))

@@ -213,6 +213,17 @@ def mix(parts: list, fractions: list[float | None], what: str = "mixture"):
                             f"select the same columns with `columns:`") from None
 
 
+def fold_prompt(ds):
+    """Explicit-prompt preference rows -> implicit ones (the prompt turns lead chosen and rejected), so they mix with
+    datasets like UltraFeedback whose chosen/rejected hold the whole conversation; TRL extracts the prompt again."""
+    def fold(row):
+        if not isinstance(row["prompt"], list):
+            raise GroundupError("cannot mix a dataset with a plain-text 'prompt' into conversational pairs")
+        return {"chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"]}
+
+    return ds.map(fold, remove_columns=["prompt"])
+
+
 def load_training_data(script_args, mixture, kind: str):
     """(train, eval or None) from `dataset_name` or the `datasets:` mixture (TRL's `DatasetMixtureConfig`)."""
     opts = dict(kind=kind, world_split=script_args.world_split, world_unanswerable=getattr(
@@ -220,6 +231,8 @@ def load_training_data(script_args, mixture, kind: str):
     if mixture.datasets:
         parts = [load_source(d.path, name=d.name, split=d.split, data_dir=d.data_dir, data_files=d.data_files,
                              columns=d.columns, streaming=mixture.streaming, **opts) for d in mixture.datasets]
+        if kind == "dpo" and len({"prompt" in p.column_names for p in parts}) > 1:
+            parts = [fold_prompt(p) if "prompt" in p.column_names else p for p in parts]
         train = mix(parts, [d.fraction for d in mixture.datasets])
     elif script_args.dataset_name:
         train = load_source(script_args.dataset_name, name=script_args.dataset_config,

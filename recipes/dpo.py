@@ -1,0 +1,14 @@
+"""Direct preference optimisation with TRL (LoRA with the adapter-off model as reference, or full with a reference
+copy or precomputed reference log-probs): YAML -> TrlParser -> DPOTrainer -> a model folder.
+
+    accelerate launch recipes/dpo.py --config recipes/tiny/dpo.yaml [--key value ...]
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/dpo.py --config recipes/gpt2-124m/dpo.yaml
+"""
+
+import sys
+
+from groundup.cli import run_stage
+from groundup.dpo import main
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))
