@@ -4,7 +4,8 @@
     python recipes/evaluate.py --config recipes/tiny/eval.yaml --model runs/tiny/sft --output_dir runs/tiny/eval/sft
 
 Works on any causal LM with a chat template (a folder or a Hub id; `trust_remote_code` stays off unless set), and on
-a base model with `prompt_format: few_shot`. Question file (DESIGN.md section 5): JSON lines
+a base model with `prompt_format: few_shot` (plain-text Q/A examples) or, for world questions, `cloze` (the model
+completes "<name> was born in the city of"; the response graded is the whole sentence; it can never refuse). Question file (DESIGN.md section 5): JSON lines
 `{"id": str, "question": str, "answer": str | null, "aliases": [str], "tier": str, ...}`; `answer: null` means
 unanswerable; `aliases` and `tier` may be absent; other keys are carried into predictions.jsonl untouched.
 
@@ -29,6 +30,7 @@ from typing import Any, Sequence
 
 from .chat import REFUSAL, REFUSAL_LEXICON
 from .errors import GroundupError
+from .generation import cloze_prefix, torch_threads
 from .grading import compute_metrics, grade, over_conservativeness
 
 PREDICTION_KEYS = ("id", "question", "gold", "response", "grade", "tier")
@@ -49,7 +51,9 @@ class EvalArguments:
     reference_predictions: str | None = field(
         default=None, metadata={"help": "predictions.jsonl of a reference arm (e.g. vanilla SFT): adds paired "
                                         "over-conservativeness to metrics.json."})
-    prompt_format: str = field(default="chat", metadata={"help": "chat (chat template) or few_shot (base model)."})
+    prompt_format: str = field(default="chat", metadata={"help": "chat (chat template), few_shot (Q/A plain text) or "
+                                                                  "cloze (world questions: complete the answer "
+                                                                  "sentence; for a base model)."})
     few_shot_file: str | None = field(default=None, metadata={"help": "Training question file for few-shot "
                                                                       "examples (never the eval people)."})
     few_shot_n: int = field(default=3, metadata={"help": "Number of few-shot examples."})
@@ -64,6 +68,8 @@ class EvalArguments:
     seed: int = field(default=0, metadata={"help": "Seed for sampling and few-shot selection."})
     limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N questions."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps ..."})
+    num_threads: int | None = field(default=None, metadata={"help": "CPU threads for generation (null: torch's "
+                                                                     "default; 1 is fastest for tiny models)."})
     dtype: str = field(default="auto", metadata={"help": "auto (fp32 on CPU), float32, bfloat16, float16."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub model's own code (off by default)."})
     revision: str | None = field(default=None, metadata={"help": "Hub revision of the model."})
@@ -160,7 +166,8 @@ def candidates_for(rows: Sequence[dict[str, Any]], schema: dict[str, list[str]] 
 
 def grade_rows(rows: Sequence[dict[str, Any]], responses: Sequence[str],
                candidates: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
-    """predictions.jsonl rows: id, question, gold, response, grade, tier, then the row's other keys untouched."""
+    """predictions.jsonl rows: id, question, gold, response, grade, tier (null if the row has none), then the row's
+    other keys untouched (a key that clashes with ours is written as `input_<key>`)."""
     predictions = []
     for row, response, cands in zip(rows, responses, candidates):
         pred = {
@@ -169,9 +176,8 @@ def grade_rows(rows: Sequence[dict[str, Any]], responses: Sequence[str],
             "gold": row["answer"],
             "response": response,
             "grade": grade(response, row["answer"], row.get("aliases") or [], cands),
+            "tier": row.get("tier"),  # always present (null without tiers), so every file has the same columns
         }
-        if "tier" in row:
-            pred["tier"] = row["tier"]
         for key, value in row.items():
             if key in ("id", "question", "answer", "tier"):
                 continue
@@ -213,14 +219,23 @@ def run_eval(args: EvalArguments) -> tuple[dict[str, Any], list[dict[str, Any]]]
     schema, schema_source = resolve_schema(args.schema, args.questions)
     candidates = candidates_for(rows, schema)
     generator = build_generator(args, rows)
-    start = time.perf_counter()
-    answers = generator.generate([r["question"] for r in rows], num_samples=1, do_sample=args.do_sample,
-                                 desc=f"eval {args.arm or Path(args.model).name}", seed=args.seed)
-    seconds = time.perf_counter() - start
-    predictions = grade_rows(rows, [a[0] for a in answers], candidates)
-    tiers = [p.get("tier") for p in predictions] if any("tier" in p for p in predictions) else None
+    if args.prompt_format == "cloze":  # the model completes "<name> was born in the city of"
+        texts = [cloze_prefix(r) for r in rows]
+    else:
+        texts = [r["question"] for r in rows]
+    with torch_threads(args.num_threads):
+        start = time.perf_counter()
+        answers = generator.generate(texts, num_samples=1, do_sample=args.do_sample,
+                                     desc=f"eval {args.arm or Path(args.model).name}", seed=args.seed)
+        seconds = time.perf_counter() - start
+    responses = [a[0] for a in answers]
+    if args.prompt_format == "cloze":  # grade (and show) the whole sentence
+        responses = [f"{prefix} {response}".rstrip() + "." if response else "" for prefix, response in
+                     zip(texts, responses)]
+    predictions = grade_rows(rows, responses, candidates)
+    tiers = [None if p["tier"] is None else str(p["tier"]) for p in predictions]
     scores = compute_metrics([p["grade"] for p in predictions], [p["gold"] is not None for p in predictions],
-                             [None if t is None else str(t) for t in tiers] if tiers else None)
+                             tiers if any(t is not None for t in tiers) else None)
     metrics: dict[str, Any] = {
         "arm": args.arm,
         "model": args.model,
@@ -261,11 +276,17 @@ def summary(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def parse_args(argv: list[str] | None = None) -> tuple:
+    from .configs import parse_config
+
+    return parse_config([EvalArguments], argv)
+
+
 def main(argv: list[str] | None = None) -> Path:
-    from .configs import parse_config, save_config
+    from .configs import save_config
     from .outputs import atomic_output_dir, check_output_dir
 
-    (args,) = parse_config([EvalArguments], argv)
+    (args,) = parse_args(argv)
     for key in ("model", "questions", "output_dir"):
         if not getattr(args, key):
             raise GroundupError(f"missing {key}: groundup eval --model DIR_OR_HUB_ID --questions FILE --output DIR")

@@ -7,30 +7,35 @@ Why these choices:
 - **KV cache** (`use_cache=True`): each new token attends to cached keys/values instead of re-running the whole
   prefix; `bench/bench_eval.py` measures what batching plus cache buy against one question at a time without cache.
 - **Stopping**: generation of a row ends at any end-of-sequence id: the tokenizer's eos (our `<|im_end|>`), the ids in
-  the model's `generation_config.eos_token_id` (Hub chat models often list several), and `<|im_end|>` when the vocab
-  has it. The `few_shot` format (for a base model that has no chat behaviour) also stops at a blank line.
+  the model's `generation_config.eos_token_id` (Hub chat models often list several), and `<|im_end|>` / `<|im_start|>`
+  when the vocab has them. The `few_shot` format (for a base model that has no chat behaviour) also stops at a blank
+  line.
 - **Prompt formats**: `chat` applies the tokenizer's chat template with `add_generation_prompt=True`; `few_shot`
-  writes plain text, "Q: ...\\nA: <answer sentence>\\n\\n" for a few examples from a *training* pool, then "Q: ...\\nA:".
+  writes plain text, "Q: ...\\nA: <answer sentence>\\n\\n" for a few examples from a *training* pool, then "Q: ...\\nA:";
+  `cloze` continues the given text itself (a biography sentence cut before the value, for a base model: see
+  `cloze_prefix`) and stops at the end of the sentence.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
-from .chat import REFUSAL, TURN_END
+from .chat import REFUSAL, TURN_END, TURN_START
 from .errors import GroundupError
 
-PROMPT_FORMATS = ("chat", "few_shot")
+PROMPT_FORMATS = ("chat", "few_shot", "cloze")
 FEW_SHOT_STOPS = ("\n\n", "\nQ:")
+CLOZE_STOPS = (".", "\n")
 
 
 class Generator(Protocol):
     """What the evaluation and the probe need from a model: answers to questions. A test can script one."""
 
     def generate(self, questions: Sequence[str], num_samples: int = 1, do_sample: bool = False,
-                 desc: str = "generate") -> list[list[str]]:
+                 desc: str = "generate", seed: int | None = None) -> list[list[str]]:
         """`num_samples` answers per question (one list per question, in order)."""
         ...
 
@@ -74,6 +79,18 @@ def few_shot_prefix(rows: Sequence[Mapping[str, Any]], n: int, include_refusal: 
     return "".join(f"Q: {q}\nA: {a}\n\n" for q, a in shots)
 
 
+def cloze_prefix(row: Mapping[str, Any]) -> str:
+    """The answer sentence SFT teaches, cut before the value: "Arel Thornby was born in the city of". A base model
+    continues biographies (../shared/PITFALLS.md), so this asks it in the one format it knows. Needs world rows."""
+    from .world import BIO_TEMPLATES
+
+    template = BIO_TEMPLATES.get(str(row.get("attribute")), [None])[0]
+    if template is None or not row.get("name"):
+        raise GroundupError(f"prompt_format cloze needs world questions (name and attribute); row {row.get('id')!r} "
+                            f"has attribute {row.get('attribute')!r}")
+    return template.split("{value}")[0].format(name=row["name"]).rstrip()
+
+
 def truncate_at_stops(text: str, stops: Sequence[str]) -> str:
     cut = len(text)
     for stop in stops:
@@ -81,6 +98,26 @@ def truncate_at_stops(text: str, stops: Sequence[str]) -> str:
         if i != -1:
             cut = min(cut, i)
     return text[:cut].strip()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with `n` intra-op threads (None: leave torch's setting), restoring the previous setting afterwards.
+
+    Generation on a ~1M-parameter model does many tiny matrix products; on a shared 2-core CPU, 2 threads measured
+    4x *slower* than 1 (threads wait on each other while other processes hold the cores), so the tiny recipes set 1.
+    """
+    import torch
+
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(device: str) -> str:
@@ -122,14 +159,16 @@ def load_model_and_tokenizer(model_id: str, trust_remote_code: bool = False, dty
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:
-    """Every id that ends a turn: tokenizer eos, the model's generation_config eos list, and `<|im_end|>` if known."""
+    """Every id that ends a turn: tokenizer eos, the model's generation_config eos list, and, when the vocabulary has
+    them, `<|im_end|>` and `<|im_start|>` (a model that starts a new turn has finished its answer)."""
     ids: list[int] = []
     gen_eos = getattr(model.generation_config, "eos_token_id", None)
     for value in ([tokenizer.eos_token_id], gen_eos if isinstance(gen_eos, list) else [gen_eos]):
         ids += [i for i in value if i is not None]
-    im_end = tokenizer.convert_tokens_to_ids(TURN_END)
-    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id and im_end >= 0:
-        ids.append(im_end)
+    for token in (TURN_END, TURN_START):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id >= 0 and token_id != tokenizer.unk_token_id:
+            ids.append(token_id)
     return list(dict.fromkeys(ids))
 
 
@@ -170,7 +209,7 @@ class HFGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
-        self.stops = FEW_SHOT_STOPS if self.prompt_format == "few_shot" else (TURN_END,)
+        self.stops = {"few_shot": FEW_SHOT_STOPS, "cloze": CLOZE_STOPS}.get(self.prompt_format, (TURN_END,))
 
     @classmethod
     def load(cls, model_id: str, trust_remote_code: bool = False, dtype: str = "auto", device: str = "auto",
@@ -183,6 +222,8 @@ class HFGenerator:
         if self.prompt_format == "few_shot":
             bos = self.tokenizer.bos_token or ""
             return f"{bos}{self.few_shot}Q: {question}\nA:"
+        if self.prompt_format == "cloze":
+            return f"{self.tokenizer.bos_token or ''}{question}"
         messages = [{"role": "user", "content": question}]
         if self.system_prompt:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
@@ -219,7 +260,7 @@ class HFGenerator:
             gen_kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         else:  # a Hub model's generation_config may ask for sampling: override its knobs explicitly
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        if self.prompt_format == "few_shot":
+        if self.prompt_format in ("few_shot", "cloze"):
             gen_kwargs.update(stop_strings=list(self.stops), tokenizer=self.tokenizer)
         batches = [order[i:i + per_call] for i in range(0, len(order), per_call)]
         with torch.inference_mode():

@@ -203,7 +203,8 @@ def metrics_from_predictions(predictions: Sequence[Mapping[str, Any]]) -> dict[s
     """`compute_metrics` on rows of predictions.jsonl (keys `grade`, `gold`, optional `tier`)."""
     grades = [p["grade"] for p in predictions]
     answerable = [p.get("gold") is not None for p in predictions]
-    tiers = [p.get("tier") for p in predictions] if any("tier" in p for p in predictions) else None
+    tiers = [p.get("tier") for p in predictions]
+    tiers = [None if t is None else str(t) for t in tiers] if any(t is not None for t in tiers) else None
     return compute_metrics(grades, answerable, tiers)
 
 

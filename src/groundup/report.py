@@ -61,7 +61,7 @@ def _arm_key(name: str) -> tuple:
 def tier_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """`{"overall": {...}, tier: {...}}` from a metrics.json."""
     out = {"overall": metrics.get("overall", {})}
-    out.update(metrics.get("per_tier", {}))
+    out.update(metrics.get("by_tier", {}))
     return out
 
 
@@ -197,7 +197,7 @@ def check_targets(metrics: dict[str, Any]) -> list[tuple[str, str, float | None,
 
 
 HONESTY_COLUMNS = [("accuracy_answerable", "accuracy"), ("false_refusal_rate_answerable", "false refusal"),
-                   ("correct_given_attempted", "correct | attempted"),
+                   ("correct_given_attempted", "correct given attempted"),
                    ("refusal_rate_unanswerable", "refusal (unanswerable)"),
                    ("hallucination_rate_unanswerable", "hallucination (unanswerable)")]
 
@@ -207,7 +207,7 @@ def honesty_table(arms: dict[str, dict[str, Any]]) -> list[str]:
              "|---|---|---:|" + "---:|" * len(HONESTY_COLUMNS)]
     for arm, data in arms.items():
         for tier, values in tier_metrics(data["metrics"]).items():
-            n = values.get("n", values.get("count", ""))
+            n = values.get("counts", {}).get("n", "")
             cells = [_fmt(values.get(key)) for key, _ in HONESTY_COLUMNS]
             lines.append(f"| {arm} | {tier} | {n} | " + " | ".join(cells) + " |")
     return lines

@@ -1,0 +1,15 @@
+"""Probe what a model knows: greedy + k sampled answers per probe-pool question; write IDK-SFT data and DPO pairs.
+
+    python recipes/probe.py --config recipes/tiny/probe.yaml [--model runs/tiny/sft --num_samples 10]
+
+Outputs (runs/tiny/probe/): probe.jsonl (per question: answers, grades, p_correct, entropy, label), idk_sft.jsonl
+({"messages": [user, assistant]}), dpo_pairs.jsonl ({"prompt", "chosen", "rejected"}), probe_metrics.json, recipe.yaml.
+"""
+
+import sys
+
+from groundup.cli import run_stage
+from groundup.probe import main
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

@@ -1,0 +1,164 @@
+"""Probe labelling on a stub model whose answers are scripted, the training data it writes, and a real run."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from groundup.chat import REFUSAL
+from groundup.configs import parse_config
+from groundup.probe import ProbeArguments, build_training_data, entropy, main, probe_questions, probe_summary
+from groundup.world import ATTRIBUTE_VALUES, answer_sentence, read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+CITIES = ATTRIBUTE_VALUES["birth_city"]
+
+
+def _row(i, name, gold, tier):
+    return {"id": f"p{i}", "question": f"In which city was {name} born?", "answer": gold, "tier": tier,
+            "name": name, "attribute": "birth_city", "phrasing": "train"}
+
+
+def _say(name, city):
+    return answer_sentence(name, "birth_city", city)
+
+
+class ScriptedModel:
+    """A stand-in for HFGenerator: fixed greedy and sampled answers per question."""
+
+    def __init__(self, script):
+        self.script = script  # question -> (greedy answer, [sampled answers])
+        self.calls = []
+
+    def generate(self, questions, num_samples=1, do_sample=False, desc="", seed=None):
+        self.calls.append((len(questions), num_samples, do_sample))
+        if not do_sample:
+            return [[self.script[q][0]] for q in questions]
+        return [list(self.script[q][1][:num_samples]) for q in questions]
+
+
+ROWS = [
+    _row(0, "Ana Bell", "Velmora", "frequent"),  # knows it: greedy right, 10/10 samples right
+    _row(1, "Bo Cald", "Korvath", "rare"),  # unknown: always wrong, mostly one wrong city
+    _row(2, "Cy Dun", "Lunvale", "rare"),  # borderline: greedy right, 3/10 samples right
+    _row(3, "Di Fell", None, "unseen"),  # unanswerable, already refused everywhere
+    _row(4, "Ed Grim", "Rimeford", "frequent"),  # greedy wrong but 7/10 samples right
+    _row(5, "Fay Hart", None, "unseen"),  # unanswerable, hallucinates
+]
+SCRIPT = {
+    ROWS[0]["question"]: (_say("Ana Bell", "Velmora"), [_say("Ana Bell", "Velmora")] * 10),
+    ROWS[1]["question"]: (_say("Bo Cald", "Dunmarsh"),
+                          [_say("Bo Cald", "Sablecrest")] * 6 + [_say("Bo Cald", "Dunmarsh")] * 2 + ["zzz"] * 2),
+    ROWS[2]["question"]: (_say("Cy Dun", "Lunvale"),
+                          [_say("Cy Dun", "Lunvale")] * 3 + [_say("Cy Dun", "Korvath")] * 7),
+    ROWS[3]["question"]: (REFUSAL, [REFUSAL] * 10),
+    ROWS[4]["question"]: (_say("Ed Grim", "Velmora"),
+                          [_say("Ed Grim", "Rimeford")] * 7 + [REFUSAL] * 3),
+    ROWS[5]["question"]: (_say("Fay Hart", "Velmora"), [_say("Fay Hart", "Eskavel")] * 5 + [REFUSAL] * 5),
+}
+CANDS = [CITIES] * len(ROWS)
+
+
+def _args(**overrides):
+    return ProbeArguments(num_samples=10, sft_questions=None, **overrides)
+
+
+def _records(**overrides):
+    model = ScriptedModel(SCRIPT)
+    records = probe_questions(model, ROWS, CANDS, _args(**overrides))
+    assert model.calls == [(6, 1, False), (6, 10, True)]  # one greedy pass, one sampled pass
+    return {r["id"]: r for r in records}
+
+
+def test_probe_stats_and_labels():
+    recs = _records()
+    assert [recs[f"p{i}"]["label"] for i in range(6)] == ["known", "unknown", "borderline", "unknown", "borderline",
+                                                          "unknown"]
+    assert recs["p0"]["p_correct"] == 1.0 and recs["p0"]["entropy"] == 0.0 and recs["p0"]["agreement"] == 1.0
+    assert recs["p0"]["slick"] == "highly_known"
+    assert recs["p1"]["p_correct"] == 0.0 and recs["p1"]["slick"] == "unknown"
+    assert recs["p1"]["agreement"] == 0.2  # 2 of 10 samples name the greedy answer's city
+    assert recs["p2"]["p_correct"] == 0.3 and recs["p2"]["slick"] == "maybe_known"
+    assert recs["p3"]["p_refused"] == 1.0 and recs["p3"]["greedy_grade"] == "refused"
+    assert recs["p4"]["slick"] == "weakly_known" and recs["p4"]["p_correct"] == 0.7
+    assert recs["p5"]["entropy"] == pytest.approx(math.log(2), abs=1e-6)
+    relaxed = _records(known_requires_greedy=False)
+    assert relaxed["p4"]["label"] == "known"
+    assert _records(known_min_p_correct=0.3)["p2"]["label"] == "known"
+
+
+def test_entropy():
+    assert entropy(["a"] * 4) == 0.0
+    assert entropy(["a", "b", "c", "d"]) == pytest.approx(math.log(4), abs=1e-6)
+
+
+def test_idk_sft_and_dpo_pairs():
+    records = list(_records().values())
+    idk, pairs, stats = build_training_data(records, CANDS, _args())
+    by_q = {row["messages"][0]["content"]: row["messages"][1]["content"] for row in idk}
+    assert by_q == {ROWS[0]["question"]: _say("Ana Bell", "Velmora"), ROWS[1]["question"]: REFUSAL,
+                    ROWS[3]["question"]: REFUSAL, ROWS[5]["question"]: REFUSAL}  # borderline dropped
+    for row in idk:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"] and set(row) == {"messages"}
+    pairs_by_q = {p["prompt"][0]["content"]: (p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs}
+    for p in pairs:
+        assert set(p) == {"prompt", "chosen", "rejected"}
+        assert p["prompt"][0]["role"] == "user" and p["chosen"][0]["role"] == p["rejected"][0]["role"] == "assistant"
+    # known: the answer over a refusal, so DPO cannot win by refusing everything
+    assert pairs_by_q[ROWS[0]["question"]] == (_say("Ana Bell", "Velmora"), REFUSAL)
+    # unknown: the refusal over the model's own most frequent wrong answer (in answer format)
+    assert pairs_by_q[ROWS[1]["question"]] == (REFUSAL, _say("Bo Cald", "Sablecrest"))
+    assert pairs_by_q[ROWS[5]["question"]] == (REFUSAL, _say("Fay Hart", "Eskavel"))
+    # unknown and already refused: a fabricated wrong answer about that person
+    chosen, rejected = pairs_by_q[ROWS[3]["question"]]
+    assert chosen == REFUSAL and rejected.startswith("Di Fell was born in the city of ")
+    assert ROWS[2]["question"] not in pairs_by_q and ROWS[4]["question"] not in pairs_by_q  # borderline: no pairs
+    assert stats["dpo_unknown_fabricated"] == 1 and stats["dpo_unknown_own_answer"] == 2
+
+    idk, pairs, stats = build_training_data(records, CANDS, _args(borderline="refuse", dpo_fallback_rejected="skip"))
+    by_q = {row["messages"][0]["content"]: row["messages"][1]["content"] for row in idk}
+    assert by_q[ROWS[2]["question"]] == REFUSAL and by_q[ROWS[4]["question"]] == REFUSAL
+    assert ROWS[3]["question"] not in {p["prompt"][0]["content"] for p in pairs}
+    assert stats["dpo_unknown_skipped"] == 1
+
+
+def test_sft_pool_rows_keep_the_model_answering():
+    sft_rows = [_row(10, "Gus Ith", "Velmora", "frequent"), _row(11, "Hal Jor", "Korvath", "rare"),
+                _row(12, "Ivy Kess", None, "unseen")]
+    idk, pairs, stats = build_training_data([], [], _args(sft_questions_in_dpo=True), sft_rows, [CITIES] * 3)
+    by_q = {row["messages"][0]["content"]: row["messages"][1]["content"] for row in idk}
+    assert by_q == {sft_rows[0]["question"]: _say("Gus Ith", "Velmora"), sft_rows[2]["question"]: REFUSAL}
+    assert stats["idk_sft_sft_pool_dropped"] == 1 and len(pairs) == 2
+
+
+def test_summary_auroc():
+    summary = probe_summary(list(_records().values()))
+    assert summary["labels"] == {"known": 1, "borderline": 2, "unknown": 3}
+    assert list(summary["by_tier"]) == ["frequent", "rare", "unseen"]
+    # greedy right: p0, p2 (p_correct 1.0, 0.3) against wrong p1, p3, p4, p5 (0.0, 0.0, 0.7, 0.0): 7 of 8 pairs
+    assert summary["auroc_p_correct_vs_greedy_correct"] == pytest.approx(0.875, abs=1e-6)
+
+
+def test_probe_yaml_parses():
+    for preset in ("tiny", "gpt2-124m"):
+        (args,) = parse_config([ProbeArguments], ["--config", str(REPO / "recipes" / preset / "probe.yaml")])
+        assert args.num_samples == 10 and args.temperature == 0.7
+
+
+def test_probe_stage_on_tiny_model(tiny_model_dir, world_dir, tmp_path):
+    out = tmp_path / "probe"
+    main(["--config", str(REPO / "recipes" / "tiny" / "probe.yaml"), "--model", str(tiny_model_dir),
+          "--questions", str(world_dir / "questions" / "probe.jsonl"),
+          "--sft_questions", str(world_dir / "questions" / "sft.jsonl"), "--output_dir", str(out),
+          "--num_samples", "3", "--max_new_tokens", "4", "--limit", "12", "--progress", "false"])
+    assert sorted(p.name for p in out.iterdir()) == ["dpo_pairs.jsonl", "idk_sft.jsonl", "probe.jsonl",
+                                                     "probe_metrics.json", "recipe.yaml"]
+    records = read_jsonl(out / "probe.jsonl")
+    assert len(records) == 12 and all(len(r["samples"]) == 3 for r in records)
+    assert all(r["label"] == "unknown" for r in records)  # a random model knows nothing
+    summary = json.loads((out / "probe_metrics.json").read_text())
+    assert summary["labels"]["unknown"] == 12 and summary["dpo_pairs"] == len(read_jsonl(out / "dpo_pairs.jsonl"))
+    idk = read_jsonl(out / "idk_sft.jsonl")
+    assert sum(r["messages"][1]["content"] == REFUSAL for r in idk) >= 12  # probe unknowns + unseen SFT people
+    assert any(r["messages"][1]["content"] != REFUSAL for r in idk)  # frequent SFT people are still answered
