@@ -20,7 +20,7 @@ YAMLS = sorted((REPO / "recipes").glob("*/*.yaml"))
 
 
 def test_every_preset_folder_has_a_yaml_per_speedrun_stage():
-    for preset in ("tiny", "smoke"):
+    for preset in ("tiny", "smoke", "gpt2-124m"):
         missing = [c for c in CONFIG_STAGE if not (REPO / "recipes" / preset / c).is_file()]
         assert not missing, f"recipes/{preset} lacks {missing}"
 
@@ -55,3 +55,18 @@ def test_unknown_yaml_key_and_unknown_flag_are_named(tmp_path):
         parse_world(["--sed", "3"])
     with pytest.raises(GroundupError, match="config file not found"):
         parse_world(["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_launch_lines_in_recipes_name_existing_accelerate_configs_and_scripts():
+    import re
+
+    lines = [(path, line) for path in YAMLS for line in path.read_text().splitlines()
+             if "accelerate launch" in line]
+    assert any("gpt2-124m" in str(path) for path, _ in lines)
+    for path, line in lines:
+        for config in re.findall(r"--config_file (\S+)", line):
+            assert (REPO / config).is_file(), f"{path.name}: {config}"
+        for script in re.findall(r"(recipes/\w+\.py)", line):
+            assert (REPO / script).is_file(), f"{path.name}: {script}"
+        for recipe in re.findall(r"--config (recipes/\S+\.yaml)", line):
+            assert (REPO / recipe).is_file(), f"{path.name}: {recipe}"

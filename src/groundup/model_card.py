@@ -79,3 +79,30 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+# metrics.json keys that go into a card's model-index, with the names the Hub shows.
+CARD_METRICS = ["accuracy_answerable", "false_refusal_rate_answerable", "refusal_rate_unanswerable",
+                "hallucination_rate_unanswerable", "correct_given_attempted"]
+
+
+def add_eval_results(model_dir: str | Path, metrics: dict[str, Any], dataset_name: str, model_name: str) -> bool:
+    """Put an eval's overall and per-tier figures into a model folder's card (`model-index`); False if no card."""
+    from huggingface_hub import EvalResult, ModelCard
+
+    path = Path(model_dir) / "README.md"
+    if not path.is_file():
+        return False
+    card = ModelCard.load(path)
+    results = [r for r in card.data.eval_results or [] if r.dataset_name != dataset_name]
+    blocks = {"overall": metrics.get("overall", {}), **metrics.get("by_tier", {})}
+    for scope, block in blocks.items():
+        for key in CARD_METRICS:
+            if block.get(key) is not None:
+                results.append(EvalResult(task_type="text-generation", dataset_name=dataset_name,
+                                          dataset_type="groundup/world", dataset_split=scope, metric_type=key,
+                                          metric_name=f"{key} ({scope})", metric_value=block[key]))
+    card.data.eval_results = results
+    card.data.model_name = card.data.model_name or model_name
+    card.save(path)
+    return True

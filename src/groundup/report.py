@@ -277,11 +277,22 @@ def write_report(run_dir: str | Path, title: str = "groundup run report") -> Pat
                           f"{'–' if met is None else ('yes' if met else '**no**')} |")
         md.append("")
 
+    _cards_with_results(run_dir, arms)
     path = run_dir / "report.md"
     staging = run_dir / ".report.md.tmp"
     staging.write_text("\n".join(md) + "\n")
     staging.replace(path)  # atomic: the speedrun treats an existing report.md as complete
     return path
+
+
+def _cards_with_results(run_dir: Path, arms: dict[str, dict[str, Any]]) -> None:
+    """Every evaluated model folder of the run gets its figures in its card's `model-index`."""
+    from .model_card import add_eval_results
+
+    for arm, data in arms.items():
+        model = arm.removesuffix("-heldout")
+        dataset = "world eval pool, held-out phrasings" if arm.endswith("-heldout") else "world eval pool"
+        add_eval_results(run_dir / model, data["metrics"], dataset, f"groundup-{run_dir.name}-{model}")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:

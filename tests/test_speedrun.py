@@ -1,0 +1,110 @@
+"""The main job end to end on the smoke preset: every stage, every artifact, skip on re-run, --from, the notebook."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from groundup.speedrun import plan
+
+from .conftest import PYTHON, REPO
+
+ARMS = ["base", "sft", "sft-idk", "dpo"]
+MODEL_FOLDERS = ["base", "sft", "sft-idk", "dpo"]
+
+
+def _speedrun(run_dir, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([PYTHON, "-m", "groundup.cli", "speedrun", "--preset", "smoke", "--run-dir",
+                             str(run_dir), *extra], cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("speedrun") / "smoke"
+    out = _speedrun(run_dir)
+    return run_dir, out
+
+
+def test_speedrun_prints_a_line_per_stage_and_a_summary(smoke_run):
+    run_dir, out = smoke_run
+    for step in plan():
+        assert f"{step.name} " in out and "done in" in out
+    assert "| stage | status | seconds |" in out
+    timings = json.loads((run_dir / "speedrun.json").read_text())
+    assert {s.name for s in plan()} <= set(timings) and all(t["status"] == "ran" for t in timings.values())
+
+
+def test_every_artifact_exists_and_every_model_loads_without_groundup(smoke_run):
+    run_dir, _ = smoke_run
+    for path in ["data/world.jsonl", "data/questions/eval_heldout.jsonl", "tokenizer/tokenizer.json",
+                 "probe/idk_sft.jsonl", "probe/dpo_pairs.jsonl", "report.md", "report/outcomes.png",
+                 "report/pretrain_loss.png", "configs/pretrain.yaml"]:
+        assert (run_dir / path).is_file() and (run_dir / path).stat().st_size > 0, path
+    for arm in ARMS:
+        for suffix in ("", "-heldout"):
+            metrics = json.loads((run_dir / "eval" / f"{arm}{suffix}" / "metrics.json").read_text())
+            assert set(metrics["by_tier"]) == {"frequent", "rare", "unseen"}
+    code = ("import sys\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+            "for d in sys.argv[1:]:\n"
+            "    t = AutoTokenizer.from_pretrained(d); m = AutoModelForCausalLM.from_pretrained(d)\n"
+            "    ids = t.apply_chat_template([{'role': 'user', 'content': 'Hi'}], add_generation_prompt=True,"
+            " return_tensors='pt', return_dict=True)\n"
+            "    m.generate(**ids, max_new_tokens=3)\n"
+            "assert 'groundup' not in sys.modules\nprint('ok')\n")
+    result = subprocess.run([PYTHON, "-c", code, *[str(run_dir / m) for m in MODEL_FOLDERS]], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
+
+def test_model_cards_are_hub_ready(smoke_run):
+    from huggingface_hub import ModelCard
+
+    run_dir, _ = smoke_run
+    for folder in MODEL_FOLDERS:
+        card = ModelCard.load(run_dir / folder / "README.md")
+        data = card.data.to_dict()
+        assert data["license"] == "apache-2.0" and "groundup" in data["tags"]
+        assert data.get("model-index"), f"{folder}: no eval results in the card"
+        assert ".tmp-" not in card.text  # the card names the final folder, not the staging one
+
+
+def test_rerun_skips_every_stage(smoke_run):
+    run_dir, _ = smoke_run
+    out = _speedrun(run_dir)
+    assert out.count("skipped (") == len(plan()) and "running:" not in out
+
+
+def test_from_sft_redoes_sft_onward_only(smoke_run):
+    run_dir, _ = smoke_run
+    before = {p: (run_dir / p).stat().st_mtime_ns for p in ("data", "tokenizer", "base", "sft", "dpo", "report.md")}
+    out = _speedrun(run_dir, "--from", "sft")
+    after = {p: (run_dir / p).stat().st_mtime_ns for p in before}
+    assert all(before[p] == after[p] for p in ("data", "tokenizer", "base"))
+    assert all(before[p] != after[p] for p in ("sft", "dpo", "report.md"))
+    assert "world              skipped" in out and "pretrain           skipped" in out
+
+
+def test_unknown_from_stage_is_one_line(tmp_path):
+    result = subprocess.run([PYTHON, "-m", "groundup.cli", "speedrun", "--preset", "smoke", "--run-dir",
+                             str(tmp_path / "r"), "--from", "sfft"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("error: --from 'sfft': no such stage")
+
+
+def test_evaluation_notebook_executes_on_the_run(smoke_run):
+    import nbformat
+    from nbclient import NotebookClient
+
+    run_dir, _ = smoke_run
+    notebook = nbformat.read(REPO / "notebooks" / "evaluate_refusal.ipynb", as_version=4)
+    os.environ["GROUNDUP_RUN_DIR"] = str(run_dir)
+    try:
+        NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    finally:
+        os.environ.pop("GROUNDUP_RUN_DIR")
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert [o for o in outputs if "image/png" in o.get("data", {})]  # the plots were drawn
