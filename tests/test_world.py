@@ -1,5 +1,4 @@
 import hashlib
-import json
 from collections import Counter
 from pathlib import Path
 

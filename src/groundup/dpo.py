@@ -68,51 +68,31 @@ def build_trainer(script_args, training_args, model_args, mixture):
 
 
 def run_dpo(script_args: DPOArguments, training_args: GroundupDPOConfig, model_args, mixture) -> Path:
-    from .configs import config_dict, save_config
-    from .finetune import (TrainingRecord, cleanup_checkpoints, evaluate_before, final_figures, mixture_record,
-                           parameter_counts, save_model_folder, split_output_dir, write_train_log)
-    from .model_card import write_model_card
-    from .outputs import atomic_output_dir, check_output_dir
+    from .finetune import split_output_dir, train_and_save
+    from .outputs import check_output_dir
     from .sft import data_names, method_name
 
     check_output_dir(training_args.output_dir, script_args.overwrite)
     final_dir, checkpoints = split_output_dir(training_args)
     trainer, tokenizer, train_ds = build_trainer(script_args, training_args, model_args, mixture)
-    before = evaluate_before(trainer, trainer.eval_dataset is not None and script_args.eval_before_training)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    if trainer.eval_dataset is not None:
-        trainer.evaluate()
-    trainable, total = parameter_counts(trainer.model)
-    training_args.output_dir = str(final_dir)
-    if not trainer.is_world_process_zero():
-        return final_dir
-
-    history = before + trainer.state.log_history
-    figures = final_figures(history, DPO_FIGURES)
     reference = ("the model with its adapter disabled" if model_args.use_peft
                  else "log-probs precomputed before training" if training_args.precompute_ref_log_probs
                  else "a frozen copy of the starting model")
-    figures.update(steps=trainer.state.global_step, trainable_parameters=trainable, total_parameters=total,
-                   train_pairs=len(train_ds), method=method_name(model_args), reference=reference,
-                   loss_type="+".join(training_args.loss_type), beta=training_args.beta)
-    with atomic_output_dir(final_dir, script_args.overwrite) as out:
-        where = save_model_folder(trainer, tokenizer, out, base_path=model_args.model_name_or_path,
-                                  merge=script_args.merge, model_args=model_args,
-                                  trust_remote_code=training_args.trust_remote_code)
-        write_train_log(out, history)
-        configs = (script_args, TrainingRecord(training_args), model_args, mixture_record(mixture))
-        save_config(out, *configs)
-        write_model_card(
-            out, title=f"{final_dir.name}: DPO of {Path(model_args.model_name_or_path).name}",
-            summary=(f"Direct preference optimisation ({method_name(model_args)}, loss {figures['loss_type']}, "
-                     f"beta {training_args.beta}) with TRL's DPOTrainer on {data_names(script_args, mixture)}; "
-                     f"reference: {reference}. "
-                     + ("The peft adapter is in `adapter/`." if "adapter" in where and "model" in where else "")),
-            base_model=model_args.model_name_or_path, datasets=data_names(script_args, mixture, as_list=True),
-            tags=["dpo", "trl"] + (["lora"] if model_args.use_peft else []), figures=figures,
-            config=config_dict(*configs), command=f"python recipes/dpo.py --config {final_dir}/recipe.yaml",
-            name=str(final_dir))
-    cleanup_checkpoints(checkpoints)
+    loss_type = "+".join(training_args.loss_type)
+
+    title = f"{final_dir.name}: DPO of {Path(model_args.model_name_or_path).name}"
+    summary = (f"Direct preference optimisation ({method_name(model_args)}, loss {loss_type}, beta "
+               f"{training_args.beta}) with TRL's DPOTrainer on {data_names(script_args, mixture)}; "
+               f"reference: {reference}.")
+
+    final_dir, figures = train_and_save(
+        trainer, tokenizer, final_dir, checkpoints, script_args=script_args, training_args=training_args, model_args=model_args,
+        mixture=mixture, eval_before=script_args.eval_before_training, figure_keys=DPO_FIGURES,
+        extra_figures={"train_pairs": len(train_ds), "method": method_name(model_args), "reference": reference,
+                       "loss_type": loss_type, "beta": training_args.beta},
+        title=title, summary=summary, tags=["dpo", "trl"], script="dpo")
+    if not figures:
+        return final_dir
     margin = figures.get("rewards/margins")
     print(f"dpo: {figures['steps']} steps, train loss {figures.get('train_loss', float('nan')):.4f}"
           + (f", reward margin {margin:.3f}" if margin is not None else "")

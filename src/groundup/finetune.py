@@ -389,3 +389,54 @@ def final_figures(log_history: list[dict[str, Any]], keys: tuple[str, ...]) -> d
         if values:
             figures[key] = values[-1]
     return figures
+
+
+def train_and_save(trainer, tokenizer, final_dir: Path, checkpoints: Path, *, script_args, training_args, model_args,
+                   mixture, eval_before: bool,
+                   figure_keys: tuple[str, ...], extra_figures: dict[str, Any], title: str, summary: str,
+                   tags: list[str], script: str):
+    """Train, then write the output folder atomically: model (merged + adapter/), train log, recipe.yaml, card.
+
+    The part SFT and DPO share; `final_dir, checkpoints` come from `split_output_dir`, called before the trainer is
+    built so that it writes checkpoints next to, not into, the final folder. `extra_figures` join the logged figures in the card. Returns (final folder,
+    figures); on ranks other than the main one the figures are empty and nothing is written.
+    """
+    from .configs import config_dict, save_config
+    from .model_card import write_model_card
+    from .outputs import atomic_output_dir
+
+    before = evaluate_before(trainer, trainer.eval_dataset is not None and eval_before)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if trainer.eval_dataset is not None:
+        trainer.evaluate()
+    trainable, total = parameter_counts(trainer.model)
+    training_args.output_dir = str(final_dir)
+    if not trainer.is_world_process_zero():
+        return final_dir, {}
+
+    history = before + trainer.state.log_history
+    figures = final_figures(history, figure_keys)
+    figures.update(steps=trainer.state.global_step, trainable_parameters=trainable, total_parameters=total,
+                   **extra_figures)
+    with atomic_output_dir(final_dir, script_args.overwrite) as out:
+        where = save_model_folder(trainer, tokenizer, out, base_path=model_args.model_name_or_path,
+                                  merge=script_args.merge, model_args=model_args,
+                                  trust_remote_code=training_args.trust_remote_code)
+        write_train_log(out, history)
+        configs = (script_args, TrainingRecord(training_args), model_args, mixture_record(mixture))
+        save_config(out, *configs)
+        if "adapter" in where and "model" in where:
+            summary += " The peft adapter is in `adapter/`."
+        write_model_card(out, title=title, summary=summary, base_model=model_args.model_name_or_path,
+                         datasets=card_datasets(script_args, mixture), tags=tags + (["lora"] if model_args.use_peft
+                                                                                      else []),
+                         figures=figures, config=config_dict(*configs),
+                         command=f"python recipes/{script}.py --config {final_dir}/recipe.yaml", name=str(final_dir))
+    cleanup_checkpoints(checkpoints)
+    return final_dir, figures
+
+
+def card_datasets(script_args, mixture) -> list[str]:
+    from .sft import data_names
+
+    return data_names(script_args, mixture, as_list=True)

@@ -48,13 +48,9 @@ class GroundupSFTConfig(SFTConfig):
 def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_args, mixture) -> Path:
     from trl import SFTTrainer
 
-    from .configs import config_dict, save_config
-    from .finetune import (TrainingRecord, check_chat_template, check_max_length, cleanup_checkpoints,
-                           drop_eval_without_data, evaluate_before, final_figures, load_model_and_tokenizer,
-                           lora_config, mixture_record, parameter_counts, save_model_folder, split_output_dir,
-                           use_packed_rows, write_train_log)
-    from .model_card import write_model_card
-    from .outputs import atomic_output_dir, check_output_dir
+    from .finetune import (check_chat_template, check_max_length, drop_eval_without_data, load_model_and_tokenizer,
+                           lora_config, split_output_dir, train_and_save, use_packed_rows)
+    from .outputs import check_output_dir
     from .sft_data import load_training_data
 
     check_output_dir(training_args.output_dir, script_args.overwrite)  # fail before training, not after
@@ -71,41 +67,24 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
                          processing_class=tokenizer, peft_config=peft_config)
     if training_args.packing and script_args.packed_rows and training_args.packing_strategy != "wrapped":
         use_packed_rows(trainer)
-    before = evaluate_before(trainer, eval_ds is not None and script_args.eval_before_training)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    if eval_ds is not None:
-        trainer.evaluate()
-    trainable, total = parameter_counts(trainer.model)
-    training_args.output_dir = str(final_dir)
-    if not trainer.is_world_process_zero():
-        return final_dir
 
-    history = before + trainer.state.log_history
-    figures = final_figures(history, ("train_loss", "eval_loss", "mean_token_accuracy", "eval_mean_token_accuracy",
-                                      "num_tokens", "train_runtime"))
-    figures.update(steps=trainer.state.global_step, trainable_parameters=trainable, total_parameters=total,
-                   train_rows=len(train_ds), method=method_name(model_args))
-    with atomic_output_dir(final_dir, script_args.overwrite) as out:
-        where = save_model_folder(trainer, tokenizer, out, base_path=model_args.model_name_or_path,
-                                  merge=script_args.merge, model_args=model_args,
-                                  trust_remote_code=training_args.trust_remote_code)
-        write_train_log(out, history)
-        configs = (script_args, TrainingRecord(training_args), model_args, mixture_record(mixture))
-        save_config(out, *configs)
-        write_model_card(
-            out, title=f"{final_dir.name}: SFT of {Path(model_args.model_name_or_path).name}",
-            summary=(f"Supervised fine-tuning ({method_name(model_args)}) with TRL's SFTTrainer on "
-                     f"{data_names(script_args, mixture)}; assistant-only loss: {training_args.assistant_only_loss}, "
-                     f"packing: {training_args.packing}. "
-                     + ("The peft adapter is in `adapter/`." if "adapter" in where and "model" in where else "")),
-            base_model=model_args.model_name_or_path, datasets=data_names(script_args, mixture, as_list=True),
-            tags=["sft", "trl"] + (["lora"] if model_args.use_peft else []), figures=figures,
-            config=config_dict(*configs), command=f"python recipes/sft.py --config {final_dir}/recipe.yaml",
-            name=str(final_dir))
-    cleanup_checkpoints(checkpoints)
+    title = f"{final_dir.name}: SFT of {Path(model_args.model_name_or_path).name}"
+    summary = (f"Supervised fine-tuning ({method_name(model_args)}) with TRL's SFTTrainer on "
+               f"{data_names(script_args, mixture)}; assistant-only loss: {training_args.assistant_only_loss}, "
+               f"packing: {training_args.packing}.")
+
+    final_dir, figures = train_and_save(
+        trainer, tokenizer, final_dir, checkpoints, script_args=script_args, training_args=training_args, model_args=model_args,
+        mixture=mixture, eval_before=script_args.eval_before_training,
+        figure_keys=("train_loss", "eval_loss", "mean_token_accuracy", "eval_mean_token_accuracy", "num_tokens",
+                     "train_runtime"),
+        extra_figures={"train_rows": len(train_ds), "method": method_name(model_args)}, title=title, summary=summary, tags=["sft", "trl"], script="sft")
+    if not figures:
+        return final_dir
     loss = figures.get("eval_loss")
     print(f"sft: {figures['steps']} steps, train loss {figures.get('train_loss', float('nan')):.4f}"
-          + (f", eval loss {loss:.4f}" if loss is not None else "") + f", {trainable:,}/{total:,} trainable "
+          + (f", eval loss {loss:.4f}" if loss is not None else "")
+          + f", {figures['trainable_parameters']:,}/{figures['total_parameters']:,} trainable "
           f"parameters -> {final_dir}")
     return final_dir
 

@@ -134,7 +134,6 @@ def load_source(path: str, *, kind: str, name: str | None = None, split: str = "
 
     import datasets
 
-    required = SFT_COLUMNS if kind == "sft" else DPO_COLUMNS
     local = Path(path)
     if is_world(local):
         ds = _from_rows(world_sft_rows(local, world_split, world_unanswerable) if kind == "sft"
