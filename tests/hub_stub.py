@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import threading
+
+import yaml
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -15,6 +17,7 @@ class HubStub:
         self.files: dict[str, dict[str, bytes]] = {}
         self.auth_headers: list[str] = []
         self.unhandled: list[str] = []
+        self.validated_cards: list[str] = []
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,6 +46,15 @@ class HubStub:
                     stub.repos[repo_id] = req
                     stub.files.setdefault(repo_id, {})
                     return self._reply(200, {"url": f"{stub.url}/{repo_id}", "name": repo_id})
+                if path == "/api/validate-yaml":  # the Hub checks a model card's metadata before the commit
+                    content = json.loads(body)["content"]
+                    stub.validated_cards.append(content)
+                    try:
+                        meta = yaml.safe_load(content.split("---")[1]) if content.startswith("---") else {}
+                        assert isinstance(meta, dict)
+                    except Exception as err:  # noqa: BLE001
+                        return self._reply(400, {"errors": [{"message": str(err)}]})
+                    return self._reply(200, {"warnings": []})
                 parts = path.strip("/").split("/")  # api models ns name (preupload|commit) revision
                 if len(parts) == 6 and parts[:2] == ["api", "models"] and parts[4] == "preupload":
                     files = json.loads(body)["files"]

@@ -56,3 +56,38 @@ def test_push_rejects_bad_input(tmp_path, tiny_model_dir, target, repo, message)
     folder = {"missing": tmp_path / "nope", "empty": tmp_path, "model": tiny_model_dir}[target]
     result = _push(folder, repo, "http://127.0.0.1:9", FAKE_TOKEN)
     assert result.returncode == 2 and message in result.stderr
+
+
+def _sft_with_push(model_dir, world_dir, out, endpoint, token):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update({"HF_ENDPOINT": endpoint, "HF_HOME": str(out.parent / "hf_home"), "HF_HUB_DISABLE_XET": "1",
+                "OMP_NUM_THREADS": "1"})
+    if token:
+        env["HF_TOKEN"] = token
+    argv = ["--model_name_or_path", str(model_dir), "--dataset_name", str(world_dir), "--output_dir", str(out),
+            "--max_steps", "2", "--max_length", "128", "--per_device_train_batch_size", "8", "--report_to", "none",
+            "--save_strategy", "no", "--dataloader_pin_memory", "false", "--push_to_hub", "true",
+            "--hub_model_id", "alice/tiny-sft", "--hub_private_repo", "true"]
+    return subprocess.run([PYTHON, "-m", "groundup.cli", "sft", *argv], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_push_to_hub_in_a_stage_yaml_uploads_the_finished_folder(tiny_model_dir, world_dir, tmp_path):
+    out = tmp_path / "sft"
+    with HubStub() as hub:
+        result = _sft_with_push(tiny_model_dir, world_dir, out, hub.url, FAKE_TOKEN)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert FAKE_TOKEN not in result.stdout + result.stderr
+    uploaded = hub.files["alice/tiny-sft"]
+    local = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert uploaded == local and "model.safetensors" in uploaded
+    assert hub.repos["alice/tiny-sft"]["visibility"] == "private"
+    assert hub.validated_cards  # the card's metadata went through the Hub's validation
+
+
+def test_push_to_hub_without_token_keeps_the_trained_folder(tiny_model_dir, world_dir, tmp_path):
+    out = tmp_path / "sft"
+    result = _sft_with_push(tiny_model_dir, world_dir, out, "http://127.0.0.1:9", None)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: push: no Hugging Face token found")
+    assert (out / "model.safetensors").is_file() and (out / "recipe.yaml").is_file()

@@ -68,12 +68,13 @@ def build_trainer(script_args, training_args, model_args, mixture):
 
 
 def run_dpo(script_args: DPOArguments, training_args: GroundupDPOConfig, model_args, mixture) -> Path:
-    from .finetune import split_output_dir, train_and_save
+    from .finetune import split_output_dir, take_push_settings, train_and_save
     from .outputs import check_output_dir
     from .sft import data_names, method_name
 
     check_output_dir(training_args.output_dir, script_args.overwrite)
     final_dir, checkpoints = split_output_dir(training_args)
+    push = take_push_settings(training_args)
     trainer, tokenizer, train_ds = build_trainer(script_args, training_args, model_args, mixture)
     reference = ("the model with its adapter disabled" if model_args.use_peft
                  else "log-probs precomputed before training" if training_args.precompute_ref_log_probs
@@ -86,8 +87,8 @@ def run_dpo(script_args: DPOArguments, training_args: GroundupDPOConfig, model_a
                f"reference: {reference}.")
 
     final_dir, figures = train_and_save(
-        trainer, tokenizer, final_dir, checkpoints, script_args=script_args, training_args=training_args, model_args=model_args,
-        mixture=mixture, eval_before=script_args.eval_before_training, figure_keys=DPO_FIGURES,
+        trainer, tokenizer, final_dir, checkpoints, push, script_args=script_args, training_args=training_args,
+        model_args=model_args, mixture=mixture, eval_before=script_args.eval_before_training, figure_keys=DPO_FIGURES,
         extra_figures={"train_pairs": len(train_ds), "method": method_name(model_args), "reference": reference,
                        "loss_type": loss_type, "beta": training_args.beta},
         title=title, summary=summary, tags=["dpo", "trl"], script="dpo")

@@ -348,6 +348,15 @@ def split_output_dir(training_args) -> tuple[Path, Path]:
     return final, checkpoints
 
 
+def take_push_settings(training_args) -> tuple[bool, str | None, bool]:
+    """(push_to_hub, hub_model_id, private), with the Trainer's own push turned off: it would create the repository
+    when the Trainer is built and upload the checkpoint folder. groundup pushes the final folder after the atomic save
+    instead (`hub.push_after_stage`), so a failed push never costs the trained model."""
+    push = (bool(training_args.push_to_hub), training_args.hub_model_id, bool(training_args.hub_private_repo))
+    training_args.push_to_hub = False
+    return push
+
+
 def cleanup_checkpoints(checkpoints: Path) -> None:
     if checkpoints.is_dir() and not any(p.name.startswith("checkpoint-") for p in checkpoints.iterdir()):
         shutil.rmtree(checkpoints, ignore_errors=True)
@@ -391,14 +400,14 @@ def final_figures(log_history: list[dict[str, Any]], keys: tuple[str, ...]) -> d
     return figures
 
 
-def train_and_save(trainer, tokenizer, final_dir: Path, checkpoints: Path, *, script_args, training_args, model_args,
-                   mixture, eval_before: bool,
+def train_and_save(trainer, tokenizer, final_dir: Path, checkpoints: Path, push: tuple, *, script_args,
+                   training_args, model_args, mixture, eval_before: bool,
                    figure_keys: tuple[str, ...], extra_figures: dict[str, Any], title: str, summary: str,
                    tags: list[str], script: str):
     """Train, then write the output folder atomically: model (merged + adapter/), train log, recipe.yaml, card.
 
-    The part SFT and DPO share; `final_dir, checkpoints` come from `split_output_dir`, called before the trainer is
-    built so that it writes checkpoints next to, not into, the final folder. `extra_figures` join the logged figures in the card. Returns (final folder,
+    The part SFT and DPO share; `final_dir, checkpoints` come from `split_output_dir` and `push` from
+    `take_push_settings`, both called before the trainer is built. `extra_figures` join the logged figures in the card. Returns (final folder,
     figures); on ranks other than the main one the figures are empty and nothing is written.
     """
     from .configs import config_dict, save_config
@@ -433,6 +442,9 @@ def train_and_save(trainer, tokenizer, final_dir: Path, checkpoints: Path, *, sc
                          figures=figures, config=config_dict(*configs),
                          command=f"python recipes/{script}.py --config {final_dir}/recipe.yaml", name=str(final_dir))
     cleanup_checkpoints(checkpoints)
+    from .hub import push_after_stage
+
+    push_after_stage(final_dir, *push)
     return final_dir, figures
 
 

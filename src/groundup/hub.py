@@ -44,6 +44,18 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: 
     return str(getattr(info, "commit_url", info))
 
 
+def push_after_stage(folder: str | Path, push: bool, repo_id: str | None, private: bool = False) -> str | None:
+    """`push_to_hub: true` in a stage YAML: upload the finished folder. It runs after the atomic save, so a failed
+    push (no token, no network) leaves the local folder complete; the error is still one clear line."""
+    if not push:
+        return None
+    if not repo_id:
+        raise GroundupError(f"push_to_hub is true but hub_model_id is not set; {folder} is saved locally")
+    url = push_folder(folder, repo_id, private=private)
+    print(f"pushed {folder} -> {url}")
+    return url
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="groundup push", description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="A model folder (e.g. runs/tiny/dpo).")

@@ -120,6 +120,9 @@ class PretrainArguments:
     resume: str | None = field(default=None, metadata={
         "help": "`latest` (the newest checkpoint in checkpoint_dir, or a fresh start when none) or a checkpoint "
                 "folder."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the finished model folder to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "USER/NAME for push_to_hub."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
     recall_check: bool = field(default=True, metadata={
         "help": "On a world dataset, measure greedy birth-city recall per tier at the end (a few seconds)."})
 
@@ -712,4 +715,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         + ("; birth-city recall " + ", ".join(f"{t} {r['accuracy']:.2f}" for t, r in recall.items()) if recall
            else "")
         + f" -> {out}")
+    if accelerator.is_main_process:
+        from .hub import push_after_stage
+
+        push_after_stage(out, args.push_to_hub, args.hub_model_id, args.hub_private_repo)
     return out

@@ -49,7 +49,7 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
     from trl import SFTTrainer
 
     from .finetune import (check_chat_template, check_max_length, drop_eval_without_data, load_model_and_tokenizer,
-                           lora_config, split_output_dir, train_and_save, use_packed_rows)
+                           lora_config, split_output_dir, take_push_settings, train_and_save, use_packed_rows)
     from .outputs import check_output_dir
     from .sft_data import load_training_data
 
@@ -63,6 +63,7 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
     drop_eval_without_data(training_args, eval_ds)
 
     final_dir, checkpoints = split_output_dir(training_args)
+    push = take_push_settings(training_args)
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, peft_config=peft_config)
     if training_args.packing and script_args.packed_rows and training_args.packing_strategy != "wrapped":
@@ -74,11 +75,12 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
                f"packing: {training_args.packing}.")
 
     final_dir, figures = train_and_save(
-        trainer, tokenizer, final_dir, checkpoints, script_args=script_args, training_args=training_args, model_args=model_args,
-        mixture=mixture, eval_before=script_args.eval_before_training,
+        trainer, tokenizer, final_dir, checkpoints, push, script_args=script_args, training_args=training_args,
+        model_args=model_args, mixture=mixture, eval_before=script_args.eval_before_training,
         figure_keys=("train_loss", "eval_loss", "mean_token_accuracy", "eval_mean_token_accuracy", "num_tokens",
                      "train_runtime"),
-        extra_figures={"train_rows": len(train_ds), "method": method_name(model_args)}, title=title, summary=summary, tags=["sft", "trl"], script="sft")
+        extra_figures={"train_rows": len(train_ds), "method": method_name(model_args)}, title=title,
+        summary=summary, tags=["sft", "trl"], script="sft")
     if not figures:
         return final_dir
     loss = figures.get("eval_loss")
