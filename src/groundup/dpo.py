@@ -20,7 +20,7 @@ from pathlib import Path
 
 from trl import DPOConfig
 
-from .finetune import FinetuneScriptArguments, bf16_default
+from .finetune import FinetuneScriptArguments, SmallModelDefaults
 
 
 @dataclass
@@ -29,19 +29,10 @@ class DPOArguments(FinetuneScriptArguments):
 
 
 @dataclass
-class GroundupDPOConfig(DPOConfig):
-    """TRL's DPOConfig with the small-model defaults of `GroundupSFTConfig` (no activation checkpointing; bf16 only on
-    a bf16 GPU)."""
+class GroundupDPOConfig(SmallModelDefaults, DPOConfig):
+    """TRL's DPOConfig with groundup's small-model defaults (`finetune.SmallModelDefaults`)."""
 
     output_dir: str | None = field(default="runs/tiny/dpo", metadata={"help": "Folder for the DPO model."})
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Deprecated alias of activation_checkpointing (off by default here)."})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: only on a bf16 GPU."})
-
-    def __post_init__(self):
-        if self.bf16 is None:
-            self.bf16 = False if self.fp16 else bf16_default()
-        super().__post_init__()
 
 
 DPO_FIGURES = ("train_loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",

@@ -70,6 +70,22 @@ def bf16_default() -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
+@dataclass
+class SmallModelDefaults:
+    """Mixed into TRL's SFTConfig / DPOConfig: two defaults changed for small models. No gradient checkpointing (it
+    only slows a model that fits in memory; turn it on with `activation_checkpointing: true`) and bf16 only on a GPU
+    that has it (TRL's default bf16=True refuses to start on a CPU)."""
+
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing (off by default here)."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: only on a bf16 GPU."})
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = False if self.fp16 else bf16_default()
+        super().__post_init__()
+
+
 def _model_dir_error(path: str) -> GroundupError | None:
     p = Path(path)
     if p.is_dir() and not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from trl import SFTConfig
 
-from .finetune import FinetuneScriptArguments, bf16_default
+from .finetune import FinetuneScriptArguments, SmallModelDefaults
 
 
 @dataclass
@@ -29,20 +29,10 @@ class SFTArguments(FinetuneScriptArguments):
 
 
 @dataclass
-class GroundupSFTConfig(SFTConfig):
-    """TRL's SFTConfig with two defaults changed for small models: no gradient checkpointing (it only slows a model
-    that fits in memory; turn it on with `activation_checkpointing: true`) and bf16 only on a GPU that has it
-    (TRL's default bf16=True refuses to start on a CPU)."""
+class GroundupSFTConfig(SmallModelDefaults, SFTConfig):
+    """TRL's SFTConfig with groundup's small-model defaults (`finetune.SmallModelDefaults`)."""
 
     output_dir: str | None = field(default="runs/tiny/sft", metadata={"help": "Folder for the fine-tuned model."})
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Deprecated alias of activation_checkpointing (off by default here)."})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: only on a bf16 GPU."})
-
-    def __post_init__(self):
-        if self.bf16 is None:
-            self.bf16 = False if self.fp16 else bf16_default()
-        super().__post_init__()
 
 
 def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_args, mixture) -> Path:
