@@ -21,6 +21,18 @@ PYTHON = sys.executable
 SMALL_WORLD = ["--num_people", "60", "--frequent_exposures", "8", "--name_pool_size", "16"]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matrices: one thread is as fast, and on a shared 2-core machine two threads per process thrash (4x slower
+    measured under load). Training test modules opt in with `pytestmark = pytest.mark.usefixtures(...)`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def world_dir(tmp_path_factory) -> Path:
     from groundup.world import main

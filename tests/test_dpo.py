@@ -16,12 +16,7 @@ FAST = ["--max_length", "128", "--per_device_train_batch_size", "8", "--logging_
         "--report_to", "none", "--dataloader_pin_memory", "false", "--seed", "0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def dpo_args(model_dir, world_dir, out, *extra):

@@ -18,14 +18,7 @@ FAST = ["--max_length", "128", "--per_device_train_batch_size", "16", "--logging
         "--save_strategy", "no", "--report_to", "none", "--dataloader_pin_memory", "false", "--seed", "0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is as fast, and on a shared 2-core machine two threads per process thrash (4x slower
-    measured under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sft_args(model_dir, world_dir, out, *extra):

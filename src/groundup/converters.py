@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import GroundupError
+from .jsonl import write_jsonl
 
 
 def read_records(path: str | Path, list_key: str | None = None) -> list[dict[str, Any]]:
@@ -190,9 +191,7 @@ def convert_file(kind: str, src: str | Path, dst: str | Path, list_key: str | No
         raise GroundupError(f"{src}: no rows")
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with dst.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl(dst, rows)
     return rows
 
 

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from .chat import REFUSAL, REFUSAL_LEXICON
 from .errors import GroundupError
+from .jsonl import write_jsonl
 from .generation import cloze_prefix, torch_threads
 from .grading import compute_metrics, grade, over_conservativeness
 
@@ -184,12 +185,6 @@ def grade_rows(rows: Sequence[dict[str, Any]], responses: Sequence[str],
             pred[key if key not in pred else f"input_{key}"] = value
         predictions.append(pred)
     return predictions
-
-
-def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def build_generator(args: EvalArguments, rows: Sequence[dict[str, Any]]):

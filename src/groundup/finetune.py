@@ -19,7 +19,6 @@ at the end when it holds nothing (`save_strategy: "no"`), kept otherwise (for `r
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -326,10 +325,10 @@ def evaluate_before(trainer, enabled: bool) -> list[dict[str, Any]]:
 
 
 def write_train_log(out_dir: Path, log_history: list[dict[str, Any]]) -> Path:
+    from .jsonl import write_jsonl
+
     path = Path(out_dir) / TRAIN_LOG
-    with path.open("w") as f:
-        for entry in log_history:
-            f.write(json.dumps(entry) + "\n")
+    write_jsonl(path, log_history)
     return path
 
 

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from .chat import REFUSAL
 from .errors import GroundupError
+from .jsonl import write_jsonl
 from .grading import CORRECT, INCORRECT, REFUSED, auroc, grade, mentioned, normalise
 
 LABELS = ("known", "borderline", "unknown")
@@ -296,12 +297,6 @@ def probe_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "auroc_agreement_vs_greedy_correct": auroc([r["agreement"] for r in records], correct),
         "auroc_neg_entropy_vs_greedy_correct": auroc([-r["entropy"] for r in records], correct),
     }
-
-
-def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .jsonl import read_jsonl
+
 GRADES = ("correct", "incorrect", "refused")
 GRADE_COLOURS = {"correct": "#2a9d55", "incorrect": "#d1495b", "refused": "#8d99ae"}
 TIER_ORDER = ("frequent", "rare", "unseen")
@@ -36,11 +38,6 @@ class ReportArguments:
 
 
 # ---------------------------------------------------------------- reading a run
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def load_eval(eval_dir: str | Path) -> dict[str, dict[str, Any]]:

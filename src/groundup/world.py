@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .chat import REFUSAL, is_refusal, render_chat
+from .jsonl import read_jsonl, write_jsonl  # noqa: F401  (read_jsonl: re-exported for callers)
 
 TIERS = ("frequent", "rare", "unseen")
 POOLS = ("sft", "probe", "eval")
@@ -273,24 +274,13 @@ def schema() -> dict[str, Any]:
             "refusal": REFUSAL}
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def write_world(world: World, out_dir: Path) -> None:
-    _write_jsonl(out_dir / "world.jsonl", world.people)
-    _write_jsonl(out_dir / "corpus.jsonl", world.corpus)
+    write_jsonl(out_dir / "world.jsonl", world.people)
+    write_jsonl(out_dir / "corpus.jsonl", world.corpus)
     (out_dir / "schema.json").write_text(json.dumps(schema(), indent=1, ensure_ascii=False) + "\n")
     (out_dir / "questions").mkdir()
     for split, rows in world.questions.items():
-        _write_jsonl(out_dir / "questions" / f"{split}.jsonl", rows)
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        write_jsonl(out_dir / "questions" / f"{split}.jsonl", rows)
 
 
 def sanity_check(world: World) -> None:
