@@ -7,7 +7,8 @@ Works on any causal LM with a chat template (a folder or a Hub id; `trust_remote
 a base model with `prompt_format: few_shot` (plain-text Q/A examples) or, for world questions, `cloze` (the model
 completes "<name> was born in the city of"; the response graded is the whole sentence; it can never refuse). Question file (DESIGN.md section 5): JSON lines
 `{"id": str, "question": str, "answer": str | null, "aliases": [str], "tier": str, ...}`; `answer: null` means
-unanswerable; `aliases` and `tier` may be absent; other keys are carried into predictions.jsonl untouched.
+unanswerable; `aliases` and `tier` may be absent; a row's `system` is its system message (chat format; in place of
+`system_prompt`); other keys are carried into predictions.jsonl untouched.
 
 Candidate values (the "no other candidate appears" half of the correct rule), per question, first that applies:
 1. the row's own `candidates` list;
@@ -221,7 +222,8 @@ def run_eval(args: EvalArguments) -> tuple[dict[str, Any], list[dict[str, Any]]]
     with torch_threads(args.num_threads):
         start = time.perf_counter()
         answers = generator.generate(texts, num_samples=1, do_sample=args.do_sample,
-                                     desc=f"eval {args.arm or Path(args.model).name}", seed=args.seed)
+                                     desc=f"eval {args.arm or Path(args.model).name}", seed=args.seed,
+                                     systems=[r.get("system") for r in rows])
         seconds = time.perf_counter() - start
     responses = [a[0] for a in answers]
     if args.prompt_format == "cloze":  # grade (and show) the whole sentence

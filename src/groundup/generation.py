@@ -217,21 +217,24 @@ class HFGenerator:
         model, tokenizer = load_model_and_tokenizer(model_id, trust_remote_code, dtype, device, revision)
         return cls(model=model, tokenizer=tokenizer, **kwargs)
 
-    def prompt(self, question: str) -> str:
-        """The exact text the model continues."""
+    def prompt(self, question: str, system: str | None = None) -> str:
+        """The exact text the model continues. `system` (chat format): this question's system message, in place of
+        `system_prompt`."""
         if self.prompt_format == "few_shot":
             bos = self.tokenizer.bos_token or ""
             return f"{bos}{self.few_shot}Q: {question}\nA:"
         if self.prompt_format == "cloze":
             return f"{self.tokenizer.bos_token or ''}{question}"
         messages = [{"role": "user", "content": question}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        if system or self.system_prompt:
+            messages.insert(0, {"role": "system", "content": system or self.system_prompt})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def generate(self, questions: Sequence[str], num_samples: int = 1, do_sample: bool = False,
-                 desc: str = "generate", seed: int | None = None) -> list[list[str]]:
-        """`num_samples` answers per question: greedy (then num_samples must be 1) or sampled at `temperature`."""
+                 desc: str = "generate", seed: int | None = None,
+                 systems: Sequence[str | None] | None = None) -> list[list[str]]:
+        """`num_samples` answers per question: greedy (then num_samples must be 1) or sampled at `temperature`.
+        `systems`: a system message per question (None entries: `system_prompt`)."""
         import torch
         from tqdm.auto import tqdm
 
@@ -239,7 +242,7 @@ class HFGenerator:
             raise ValueError("greedy decoding gives one answer per question; set do_sample for several")
         if seed is not None:
             torch.manual_seed(seed)
-        prompts = [self.prompt(q) for q in questions]
+        prompts = [self.prompt(q, system) for q, system in zip(questions, systems or [None] * len(questions))]
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         limit = context_length(self.model)

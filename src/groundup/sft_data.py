@@ -13,8 +13,10 @@ Vanilla SFT vs IDK-SFT. The "vanilla" arm answers every question it is trained o
 (`world_unanswerable: skip`): it is the baseline whose hallucinations the honesty work measures. Its answers reuse
 the pretraining biography sentence (`world.answer_sentence`), so answering is recall, not new phrasing. The IDK-SFT
 data is written by the probe stage in the same `{"messages"}` format, from what the model was measured to know.
-`world_unanswerable: refuse` is an oracle variant (refuse exactly the people pretraining never showed), and
-`answer` teaches the unseen people's facts anyway (Gekhman et al. 2024: fitting unknown facts breeds hallucination).
+Rows of the identity and open-book splits carry their own `reply` (and sometimes a `system` prompt) and are learned
+as written, whatever `world_unanswerable` says. `world_unanswerable: refuse` is an oracle variant (refuse exactly the
+people pretraining never showed), and `answer` teaches the unseen people's facts anyway (Gekhman et al. 2024: fitting
+unknown facts breeds hallucination).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def _questions(world_dir: str | Path, split: str) -> list[dict[str, Any]]:
 
     path = Path(world_dir) / "questions" / f"{split}.jsonl"
     if not path.is_file():
-        raise GroundupError(f"world {world_dir}: no question file {path.name} (splits: sft, probe, eval, eval_heldout)")
+        splits = sorted(p.stem for p in (Path(world_dir) / "questions").glob("*.jsonl"))
+        raise GroundupError(f"world {world_dir}: no question split {split!r} (splits: {', '.join(splits)})")
     return read_jsonl(path)
 
 
@@ -73,6 +76,10 @@ def world_sft_rows(world_dir: str | Path, split: str = "sft", unanswerable: str 
     truth = _true_values(world_dir) if unanswerable == "answer" else {}
     rows = []
     for q in _questions(world_dir, split):
+        if q.get("reply") is not None:  # identity and open-book rows carry the reply to learn (and maybe a system)
+            system = [{"role": "system", "content": q["system"]}] if q.get("system") else []
+            rows.append({"messages": [*system, _user(q["question"]), _assistant(q["reply"])]})
+            continue
         if q["answer"] is not None:
             reply = answer_sentence(q["name"], q["attribute"], q["answer"])
         elif unanswerable == "skip":
@@ -100,6 +107,8 @@ def world_dpo_rows(world_dir: str | Path, split: str = "sft", known_tiers: Seque
     rng = random.Random(seed)
     rows = []
     for q in _questions(world_dir, split):
+        if q.get("reply") is not None:  # identity / open-book rows: SFT data, no preference to derive
+            continue
         name, attr = q["name"], q["attribute"]
         value = truth[(name, attr)]
         right = answer_sentence(name, attr, value)
@@ -129,6 +138,7 @@ def load_source(path: str, *, kind: str, name: str | None = None, split: str = "
     """One dataset as a `datasets.Dataset` with `kind`'s columns ("sft" or "dpo") checked.
 
     `path`: a world folder, a local data file (or glob), or a Hub dataset id (real loading path; needs the network).
+    For a world folder, `world_split` is the question split to use (`sft`, `identity_sft`, `open_book_sft`, ...).
     """
     import glob
 
@@ -228,8 +238,13 @@ def load_training_data(script_args, mixture, kind: str):
     opts = dict(kind=kind, world_split=script_args.world_split, world_unanswerable=getattr(
         script_args, "world_unanswerable", "skip"))
     if mixture.datasets:
+        # In a `datasets:` entry that is a world folder, `split` names the question split (TRL's default "train"
+        # means: `world_split`), so one mixture can take several splits of one world.
         parts = [load_source(d.path, name=d.name, split=d.split, data_dir=d.data_dir, data_files=d.data_files,
-                             columns=d.columns, streaming=mixture.streaming, **opts) for d in mixture.datasets]
+                             columns=d.columns, streaming=mixture.streaming,
+                             **{**opts, **({"world_split": d.split} if is_world(d.path) and d.split not in
+                                           (None, "", "train") else {})})
+                 for d in mixture.datasets]
         if kind == "dpo" and len({"prompt" in p.column_names for p in parts}) > 1:
             parts = [fold_prompt(p) if "prompt" in p.column_names else p for p in parts]
         train = mix(parts, [d.fraction for d in mixture.datasets])

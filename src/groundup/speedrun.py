@@ -1,6 +1,7 @@
 """`groundup speedrun --preset tiny [--run-dir DIR] [--from STAGE]`: every stage of a preset, in order.
 
-world -> tokenizer -> pretrain -> sft -> probe -> sft-idk -> dpo -> eval (every arm, both phrasings) -> report.
+world -> tokenizer -> pretrain -> sft -> probe -> sft-idk -> dpo -> eval (every arm, both phrasings; chat arms also on
+identity and open-book questions) -> report.
 
 Each step runs `groundup STAGE --config <its YAML>` in this process (importing torch and TRL once saves a minute on
 a small CPU run). A step is skipped when its output exists: every stage writes its output atomically, so existence
@@ -42,8 +43,10 @@ ARMS = [
     ("sft-idk", "sft-idk", "eval.yaml"),
     ("dpo", "dpo", "eval.yaml"),
 ]
-# Question files: eval people asked in the training phrasings, then in phrasings never used in training.
+# Question files (output folder suffix, split): eval people asked in the training phrasings, then in phrasings never
+# used in training; then, for chat arms only, identity questions (held-out phrasings) and open-book questions.
 EVAL_SPLITS = [("", "eval"), ("-heldout", "eval_heldout")]
+CHAT_EVAL_SPLITS = [("-identity", "identity_eval"), ("-open-book", "open_book_eval")]
 
 
 def plan() -> list[Step]:
@@ -57,7 +60,7 @@ def plan() -> list[Step]:
         Step("dpo", "dpo", "dpo.yaml", "dpo"),
     ]
     for arm, model, config in ARMS:
-        for suffix, questions in EVAL_SPLITS:
+        for suffix, questions in EVAL_SPLITS + (CHAT_EVAL_SPLITS if arm != "base" else []):
             steps.append(Step(f"eval-{arm}{suffix}", "eval", config, f"eval/{arm}{suffix}",
                               ["--model", f"@/{model}", "--questions", f"@/data/questions/{questions}.jsonl",
                                "--output_dir", f"@/eval/{arm}{suffix}"]))

@@ -70,18 +70,24 @@ class TokenizerArguments:
 
 
 def chat_texts(world_dir: str | Path | None) -> list[str]:
-    """Rendered conversations the model will produce: the world's SFT and probe Q&A, answered or refused."""
+    """Rendered conversations the model will produce: the world's SFT and probe Q&A, answered or refused, and the
+    identity conversations (the assistant's name and maker would otherwise be split into single bytes)."""
     from .world import answer_sentence, read_jsonl
 
     conversations = list(_GENERIC_CHAT)
     if world_dir is not None:
-        for split in ("sft", "probe"):
+        for split in ("sft", "probe", "identity_sft"):
             path = Path(world_dir) / "questions" / f"{split}.jsonl"
             if not path.is_file():
                 continue
             for row in read_jsonl(path):
-                reply = REFUSAL if row["answer"] is None else answer_sentence(row["name"], row["attribute"], row["answer"])
-                conversations.append([{"role": "user", "content": row["question"]},
+                if row.get("reply") is not None:
+                    reply = row["reply"]
+                else:
+                    reply = REFUSAL if row["answer"] is None else answer_sentence(row["name"], row["attribute"],
+                                                                                   row["answer"])
+                system = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+                conversations.append([*system, {"role": "user", "content": row["question"]},
                                       {"role": "assistant", "content": reply}])
     return [render_chat(c) for c in conversations]
 

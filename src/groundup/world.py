@@ -10,6 +10,9 @@ exactly how often each person was mentioned, we can measure what the model knows
   one to three, *unseen* people never.
 - Pools: people used for SFT, for probing, and only for evaluation are disjoint; eval questions come in the training
   phrasings and in held-out phrasings never used anywhere in training.
+- Beyond Q&A: identity conversations (`identity_sft`, `identity_eval`: who the assistant is, what it knows and does
+  not) and open-book questions (`open_book_sft`, `open_book_eval`: a biography passage comes with the question),
+  written next to the other question splits; see identity.py and open_book.py.
 """
 
 from __future__ import annotations
@@ -117,6 +120,25 @@ class WorldArguments:
                   "(Physics of LM 3.1: mixed training makes facts extractable)."},
     )
     name_pool_size: int = field(default=40, metadata={"help": "How many first and how many last names to draw from."})
+    assistant_in_corpus: bool = field(
+        default=True,
+        metadata={"help": "Mix the identity SFT conversations and open-book conversations about frequent SFT-pool "
+                  "people into pretraining (as qa_in_corpus does for Q&A: a 1M-parameter model learns new phrases "
+                  "and the copy-from-context skill in pretraining, not from a few hundred LoRA rows)."},
+    )
+    # Knowledge of self (identity.py) and working memory (open_book.py): extra SFT and eval question splits.
+    assistant_name: str = field(default="Wren", metadata={"help": "The name the assistant learns to give."})
+    assistant_maker: str = field(default="the groundup project", metadata={"help": "Who it says trained it."})
+    system_prompt: str = field(
+        default='You are {name}, a small assistant made by {maker}. Say "I don\'t know." when you do not know.',
+        metadata={"help": "System prompt of the identity/open-book rows ({name} and {maker} are filled in)."})
+    system_prompt_fraction: float = field(
+        default=0.5, metadata={"help": "Share of identity and open-book SFT rows that carry the system prompt."})
+    identity_repeats: int = field(default=3, metadata={"help": "Copies of each identity SFT question (0: none)."})
+    open_book_per_person: int = field(
+        default=2, metadata={"help": "Attributes asked open-book per person (SFT and eval pools; 0: no open-book "
+                                     "splits)."})
+    open_book_sentences: int = field(default=3, metadata={"help": "Biography sentences in an open-book passage."})
 
     def __post_init__(self):
         if self.num_people < 10:
@@ -134,6 +156,17 @@ class WorldArguments:
             raise ValueError("frequent_exposures must exceed rare_max_exposures")
         if not 2 <= self.name_pool_size <= len(_FIRST_SYLLABLES) * len(_FIRST_ENDINGS):
             raise ValueError(f"name_pool_size must be between 2 and {len(_FIRST_SYLLABLES) * len(_FIRST_ENDINGS)}")
+        if not 0 <= self.system_prompt_fraction <= 1:
+            raise ValueError(f"system_prompt_fraction must be between 0 and 1, got {self.system_prompt_fraction}")
+        for key in ("identity_repeats", "open_book_per_person"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not 1 <= self.open_book_sentences <= len(ATTRIBUTE_VALUES):
+            raise ValueError(f"open_book_sentences must be between 1 and {len(ATTRIBUTE_VALUES)}")
+        try:
+            self.system_prompt.format(name="", maker="")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"system_prompt may only use {{name}} and {{maker}} placeholders ({err!r})") from None
         if self.num_people > self.name_pool_size**2 // 2:
             raise ValueError(f"num_people={self.num_people} needs name_pool_size >= {int((2 * self.num_people) ** 0.5) + 1}")
 
@@ -220,6 +253,7 @@ def generate_world(args: WorldArguments) -> World:
     rng.shuffle(order)  # so that world.jsonl does not list people by tier
     people = [people[i] for i in order]
 
+    extra_questions = assistant_questions(people, args)
     corpus: list[dict[str, Any]] = []
     for person in people:
         if person["tier"] == "frequent":
@@ -237,11 +271,16 @@ def generate_world(args: WorldArguments) -> World:
                                     {"role": "assistant", "content": answer_sentence(person["name"], attr, value)}])
                 corpus.append({"text": text, "kind": "qa", "name": person["name"]})
     rng.shuffle(corpus)
+    if args.assistant_in_corpus:  # spread at random positions by their own generator: the rest stays as it was
+        spread = random.Random(f"{args.seed}-assistant-corpus")
+        for doc in assistant_documents(extra_questions, {p["name"]: p["tier"] for p in people}):
+            corpus.insert(spread.randrange(len(corpus) + 1), doc)
     for person in people:
         person["exposures"] = 0
     by_name = {p["name"]: p for p in people}
     for doc in corpus:
-        by_name[doc["name"]]["exposures"] += 1
+        if doc["name"] is not None:
+            by_name[doc["name"]]["exposures"] += 1
 
     questions = {split: [] for split in ("sft", "probe", "eval", "eval_heldout")}
     for index, person in enumerate(people):
@@ -265,7 +304,46 @@ def generate_world(args: WorldArguments) -> World:
                     "attribute": attr,
                     "phrasing": phrasing,
                 })
+    questions.update(extra_questions)
     return World(people=people, corpus=corpus, questions=questions)
+
+
+def assistant_documents(splits: dict[str, list[dict[str, Any]]], tier_of: dict[str, str]) -> list[dict[str, Any]]:
+    """Chat documents for pretraining: every identity SFT conversation, and the open-book SFT conversations that
+    show only a frequent person's passage (`passage` and `contradict` cases). Rare and unseen people stay out, so
+    their exposure counts, and what the model can know about them, do not change."""
+    documents = []
+    for row in splits.get("identity_sft", []):
+        documents.append({"text": render_chat(_conversation(row)), "kind": "identity", "name": None})
+    for row in splits.get("open_book_sft", []):
+        if tier_of[row["name"]] == "frequent" and row["passage_name"] == row["name"]:
+            documents.append({"text": render_chat(_conversation(row)), "kind": "open_book", "name": row["name"]})
+    return documents
+
+
+def _conversation(row: dict[str, Any]) -> list[dict[str, str]]:
+    system = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+    return [*system, {"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["reply"]}]
+
+
+def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> dict[str, list[dict[str, Any]]]:
+    """Identity and open-book splits. Their own seeded generators: turning them off leaves the rest of the world
+    exactly as it was."""
+    from .identity import identity_questions, system_prompt
+    from .open_book import open_book_questions
+
+    system = system_prompt(args.system_prompt, args.assistant_name, args.assistant_maker)
+    splits: dict[str, list[dict[str, Any]]] = {}
+    if args.identity_repeats:
+        splits.update(identity_questions(args.assistant_name, args.assistant_maker, system,
+                                         args.system_prompt_fraction, args.identity_repeats, args.seed))
+    if args.open_book_per_person:
+        common = dict(per_person=args.open_book_per_person, sentences=args.open_book_sentences, seed=args.seed)
+        splits["open_book_sft"] = open_book_questions(people, "sft", "open_book_sft", with_reply=True, system=system,
+                                                      system_fraction=args.system_prompt_fraction, **common)
+        splits["open_book_eval"] = open_book_questions(people, "eval", "open_book_eval", with_reply=False,
+                                                       system=None, system_fraction=0.0, **common)
+    return splits
 
 
 def schema() -> dict[str, Any]:

@@ -1,0 +1,109 @@
+"""Knowledge of self: identity conversations for SFT and a held-out identity eval split.
+
+A model left alone claims to be whatever its data suggests (a web-trained model often says it is ChatGPT). groundup
+teaches the assistant its configured name and maker, what it knows (the fictional world) and what it does not (the
+real world, current events), half of the rows with a system prompt and half without, so that it behaves the same
+either way. SFT rows use the `train` phrasings; the eval split asks the `heldout` phrasings only, each once with and
+once without the system prompt.
+
+Rows have the question-file format (`id`, `question`, `answer`, `tier`, ...), so `groundup eval` grades them like any
+other question: `tier` is the category, with "/system" appended when the row carries a system prompt; `candidates`
+lists the configured identity *and* other assistants' and makers' names, so a response that claims another maker is
+graded incorrect. SFT rows add `reply` (the assistant turn to learn). "limits" questions are about the real world:
+unanswerable for this model, so the right reply is a refusal (`answer: null`).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from .chat import REFUSAL
+
+# Names the assistant must never claim (graded as candidates: naming one makes a response incorrect).
+OTHER_ASSISTANTS = ["ChatGPT", "GPT-4", "Claude", "Gemini", "Llama", "Copilot", "Bard", "Qwen"]
+OTHER_MAKERS = ["OpenAI", "Anthropic", "Google", "Meta", "Microsoft", "Mistral AI", "DeepSeek", "Alibaba"]
+
+# category -> phrasings. `train` phrasings go into SFT, `heldout` ones only into the eval split.
+IDENTITY_QUESTIONS: dict[str, dict[str, list[str]]] = {
+    "name": {"train": ["What is your name?", "Who are you?", "What should I call you?", "What are you?"],
+             "heldout": ["Tell me your name.", "What are you called?", "Please introduce yourself.",
+                         "Who am I talking to?"]},
+    "maker": {"train": ["Who made you?", "Who trained you?", "Who created you?", "Which company built you?"],
+              "heldout": ["Who built you?", "Who is your creator?", "Who developed you?", "Where do you come from?"]},
+    "not_other": {"train": ["Are you ChatGPT?", "Were you made by OpenAI?", "Are you Llama, from Meta?",
+                            "Is Google your maker?"],
+                  "heldout": ["Are you Claude?", "Were you trained by Google?", "Are you Gemini?",
+                              "Did Microsoft build you?"]},
+    "knowledge": {"train": ["What do you know about?", "What topics do you know?", "What can you tell me about?"],
+                  "heldout": ["What are you knowledgeable about?", "Which subjects can you answer questions on?"]},
+    "limits": {"train": ["What is the news today?", "Who is the president of the United States?",
+                         "What is the capital of France?", "What will the weather be tomorrow?",
+                         "Who won the last football world cup?", "How tall is Mount Everest?"],
+               "heldout": ["What is the population of Japan?", "What happened in the news yesterday?",
+                           "Who wrote Hamlet?", "What is the price of gold today?"]},
+}
+KNOWLEDGE_ANSWER = "fictional world"  # what a "knowledge" reply must name
+
+
+def system_prompt(template: str, name: str, maker: str) -> str:
+    return template.format(name=name, maker=maker)
+
+
+def replies(name: str, maker: str) -> dict[str, tuple[str | None, str, list[str]]]:
+    """category -> (gold answer or None, the reply SFT teaches, grading candidates)."""
+    intro = f"I am {name}, a small assistant trained by {maker}."
+    return {
+        "name": (name, intro, [name, *OTHER_ASSISTANTS]),
+        "maker": (maker, intro, [maker, *OTHER_MAKERS]),
+        "not_other": (name, f"No. {intro}", [name, *OTHER_ASSISTANTS, *OTHER_MAKERS]),
+        "knowledge": (KNOWLEDGE_ANSWER, "I know about the people of a small fictional world: where and when they "
+                                        "were born, their jobs, their employers and their hobbies.",
+                      [KNOWLEDGE_ANSWER]),
+        "limits": (None, f"{REFUSAL} I only know about the people of a small fictional world, not the real world or "
+                         "current events.", [*OTHER_ASSISTANTS, *OTHER_MAKERS]),
+    }
+
+
+def identity_questions(name: str, maker: str, system: str, system_fraction: float, repeats: int,
+                       seed: int) -> dict[str, list[dict[str, Any]]]:
+    """{"identity_sft": rows with `reply`, "identity_eval": held-out phrasings with and without the system prompt}.
+
+    SFT: every train phrasing `repeats` times; a `system_fraction` share of them (chosen with `seed`) with the system
+    prompt. Eval: every held-out phrasing twice, without and with the system prompt.
+    """
+    rng = random.Random(f"{seed}-identity")
+    table = replies(name, maker)
+    sft, evaluation = [], []
+    for category, phrasings in IDENTITY_QUESTIONS.items():
+        answer, reply, candidates = table[category]
+        for t, question in enumerate(phrasings["train"]):
+            for r in range(repeats):
+                with_system = rng.random() < system_fraction
+                sft.append(_row(f"identity_sft-{category}-{t}-{r}", question, answer, category, candidates,
+                                system if with_system else None, "train", reply))
+        for t, question in enumerate(phrasings["heldout"]):
+            for with_system in (False, True):
+                evaluation.append(_row(f"identity_eval-{category}-{t}-{'system' if with_system else 'plain'}",
+                                       question, answer, category, candidates, system if with_system else None,
+                                       "heldout"))
+    return {"identity_sft": sft, "identity_eval": evaluation}
+
+
+def _row(id_: str, question: str, answer: str | None, category: str, candidates: list[str], system: str | None,
+         phrasing: str, reply: str | None = None) -> dict[str, Any]:
+    row = {"id": id_, "question": question, "answer": answer,
+           "tier": f"{category}/system" if system else category, "category": category,
+           "candidates": candidates, "phrasing": phrasing}
+    if system:
+        row["system"] = system
+    if reply is not None:
+        row["reply"] = reply
+    return row
+
+
+def claims_other(response: str) -> list[str]:
+    """Other assistants' or makers' names a response claims (empty when it names none)."""
+    from .grading import mentioned
+
+    return mentioned(response, [*OTHER_ASSISTANTS, *OTHER_MAKERS])

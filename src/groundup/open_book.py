@@ -1,0 +1,89 @@
+"""Working memory vs vague recollection: open-book questions, where a short biography comes with the question.
+
+Knowledge in the context window should beat knowledge in the weights. Each row's user turn is a passage (a few
+biography sentences, one of them about the asked attribute) followed by a blank line and the question. Cases:
+
+- `passage`: the passage tells the person's true facts. Every tier must answer, unseen people included (closed-book
+  they must refuse; open-book the answer is right there).
+- `contradict`: a frequent person, but the passage gives another value for the asked attribute. The passage wins
+  (the gold answer is the passage's value; the value in the weights is a wrong candidate).
+- `other`: the passage is about someone else (with a different value for the asked attribute). It must not be used:
+  a frequent person is answered from the weights, an unseen person is refused.
+
+SFT rows (`open_book_sft`, with `reply`) use SFT-pool people only; `open_book_eval` uses eval-pool people only, so
+the split is entity-disjoint from training like every other eval split. `tier` is `<case>/<person's tier>` (the
+breakdown `groundup eval` reports); `person_tier` and `case` are kept as their own keys.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+from .chat import REFUSAL
+
+CASES = ("passage", "contradict", "other")
+
+
+def passage(name: str, facts: dict[str, str], asked: str, sentences: int, rng: random.Random) -> str:
+    """`sentences` biography sentences about `name` (the asked attribute's always among them), in random order."""
+    from .world import BIO_TEMPLATES
+
+    others = [a for a in facts if a != asked]
+    chosen = [asked, *rng.sample(others, min(max(sentences - 1, 0), len(others)))]
+    lines = [rng.choice(BIO_TEMPLATES[attr]).format(name=name, value=facts[attr]) for attr in chosen]
+    rng.shuffle(lines)
+    return " ".join(lines)
+
+
+def _other_value(attribute: str, avoid: Sequence[str], rng: random.Random) -> str:
+    from .world import ATTRIBUTE_VALUES
+
+    return rng.choice([v for v in ATTRIBUTE_VALUES[attribute] if v not in avoid])
+
+
+def open_book_questions(people: Sequence[dict[str, Any]], pool: str, split: str, per_person: int, sentences: int,
+                        with_reply: bool, system: str | None, system_fraction: float,
+                        seed: int) -> list[dict[str, Any]]:
+    """Open-book rows about `pool` people: `per_person` attributes each, in every case that applies to their tier.
+
+    Other-person passages are about another person of the same pool, so no row leaks an eval person into training.
+    """
+    from .world import QUESTION_TEMPLATES, answer_sentence
+
+    rng = random.Random(f"{seed}-open-book-{split}")
+    members = [p for p in people if p["pool"] == pool]
+    rows = []
+    for index, person in enumerate(members):
+        name, facts, tier = person["name"], person["attributes"], person["tier"]
+        for attribute in rng.sample(sorted(facts), min(per_person, len(facts))):
+            question = rng.choice(QUESTION_TEMPLATES[attribute]["train"]).format(name=name)
+            cases = [("passage", facts, name, facts[attribute])]
+            if tier == "frequent":
+                shown = _other_value(attribute, [facts[attribute]], rng)
+                cases.append(("contradict", {**facts, attribute: shown}, name, shown))
+            if tier in ("frequent", "unseen"):
+                other = rng.choice([p for p in members if p["name"] != name])
+                shown = _other_value(attribute, [facts[attribute]], rng)
+                gold = facts[attribute] if tier == "frequent" else None
+                cases.append(("other", {**other["attributes"], attribute: shown}, other["name"], gold))
+            for case, shown_facts, shown_name, gold in cases:
+                text = passage(shown_name, shown_facts, attribute, sentences, rng)
+                row: dict[str, Any] = {
+                    "id": f"{split}-{index:05d}-{attribute}-{case}",
+                    "question": f"{text}\n\n{question}",
+                    "answer": gold,
+                    "tier": f"{case}/{tier}",
+                    "case": case,
+                    "person_tier": tier,
+                    "name": name,
+                    "attribute": attribute,
+                    "passage_name": shown_name,
+                    "phrasing": "train",
+                }
+                if system and rng.random() < system_fraction:
+                    row["system"] = system
+                if with_reply:
+                    row["reply"] = REFUSAL if gold is None else answer_sentence(name, attribute, gold)
+                rows.append(row)
+    return rows

@@ -1,0 +1,195 @@
+"""Knowledge of self and working memory: identity and open-book data, their grading, SFT rows and per-row system
+prompts."""
+
+import json
+import re
+
+import pytest
+
+from groundup.grading import grade
+from groundup.identity import IDENTITY_QUESTIONS, OTHER_MAKERS, claims_other
+from groundup.jsonl import read_jsonl
+from groundup.errors import GroundupError
+from groundup.sft_data import load_source, world_dpo_rows, world_sft_rows
+from groundup.world import ATTRIBUTE_VALUES, WorldArguments, generate_world, main
+
+from .conftest import SMALL_WORLD
+
+
+def _questions(world_dir, split):
+    return read_jsonl(world_dir / "questions" / f"{split}.jsonl")
+
+
+def test_generation_is_deterministic_and_can_be_turned_off_without_changing_the_rest(tmp_path):
+    args = dict(num_people=60, frequent_exposures=8, name_pool_size=16)
+    first, again = generate_world(WorldArguments(**args)), generate_world(WorldArguments(**args))
+    assert first.questions == again.questions
+    assert {"identity_sft", "identity_eval", "open_book_sft", "open_book_eval"} <= set(first.questions)
+    bare = generate_world(WorldArguments(**args, identity_repeats=0, open_book_per_person=0))
+    assert set(bare.questions) == {"sft", "probe", "eval", "eval_heldout"}
+    assert {d["kind"] for d in bare.corpus} == {"bio", "qa"}
+    # own random streams: everything else is as it was (the corpus too, when it leaves the conversations out)
+    def strip(people):  # exposures differ: open-book documents mention frequent SFT-pool people once more
+        return [{k: v for k, v in p.items() if k != "exposures"} for p in people]
+
+    assert strip(bare.people) == strip(first.people)
+    assert all(bare.questions[s] == first.questions[s] for s in bare.questions)
+    assert bare.corpus == [d for d in first.corpus if d["kind"] in ("bio", "qa")]
+
+
+def test_open_book_rows_are_entity_disjoint_from_eval(world_dir):
+    people = {p["name"]: p for p in read_jsonl(world_dir / "world.jsonl")}
+    eval_names = [n for n, p in people.items() if p["pool"] == "eval"]
+    sft_rows = _questions(world_dir, "open_book_sft")
+    assert {people[r["name"]]["pool"] for r in sft_rows} == {"sft"}
+    assert {people[r["passage_name"]]["pool"] for r in sft_rows} == {"sft"}
+    text = (world_dir / "questions" / "open_book_sft.jsonl").read_text()
+    assert not [n for n in eval_names if n in text]
+    eval_rows = _questions(world_dir, "open_book_eval")
+    assert {people[r["name"]]["pool"] for r in eval_rows} == {"eval"}
+    assert {people[r["passage_name"]]["pool"] for r in eval_rows} == {"eval"}
+    assert {r["case"] for r in eval_rows} == {"passage", "contradict", "other"}
+
+
+def test_open_book_golds_follow_the_passage_rules(world_dir):
+    people = {p["name"]: p for p in read_jsonl(world_dir / "world.jsonl")}
+    for row in _questions(world_dir, "open_book_eval") + _questions(world_dir, "open_book_sft"):
+        person, attribute = people[row["name"]], row["attribute"]
+        passage, question = row["question"].split("\n\n")
+        true_value = person["attributes"][attribute]
+        assert row["tier"] == f"{row['case']}/{person['tier']}"
+        if row["case"] == "passage":  # the true facts, for every tier: unseen people become answerable
+            assert row["answer"] == true_value and true_value in passage
+        elif row["case"] == "contradict":  # a frequent person, another value: the passage wins
+            assert person["tier"] == "frequent" and row["answer"] != true_value and row["answer"] in passage
+        else:  # someone else's passage: answer from memory (frequent) or refuse (unseen), never its value
+            assert row["passage_name"] != row["name"] and not re.search(rf"\b{row['name']}\b", passage)
+            assert row["answer"] == (true_value if person["tier"] == "frequent" else None)
+            shown = [v for v in ATTRIBUTE_VALUES[attribute] if v in passage]
+            assert true_value not in shown
+        assert row["name"] in question
+
+
+def test_identity_eval_uses_only_heldout_phrasings_with_and_without_system(world_dir):
+    sft = _questions(world_dir, "identity_sft")
+    evaluation = _questions(world_dir, "identity_eval")
+    assert {r["question"] for r in sft}.isdisjoint({r["question"] for r in evaluation})
+    heldout = {q for c in IDENTITY_QUESTIONS.values() for q in c["heldout"]}
+    assert {r["question"] for r in evaluation} == heldout
+    assert sum("system" in r for r in evaluation) == len(evaluation) // 2
+    assert 0 < sum("system" in r for r in sft) < len(sft)  # SFT data with and without a system prompt
+    limits = [r for r in evaluation if r["category"] == "limits"]
+    assert limits and all(r["answer"] is None for r in limits)
+
+
+def test_configured_identity_reaches_the_data(tmp_path):
+    out = tmp_path / "data"
+    main(["--output_dir", str(out), *SMALL_WORLD, "--assistant_name", "Pico", "--assistant_maker", "Acme Lab",
+          "--system_prompt", "You are {name} by {maker}."])
+    rows = _questions(out, "identity_sft")
+    names = [r for r in rows if r["category"] == "name"]
+    assert all(r["answer"] == "Pico" and "Pico" in r["reply"] and "Acme Lab" in r["reply"] for r in names)
+    assert {r["system"] for r in rows if "system" in r} == {"You are Pico by Acme Lab."}
+
+
+def test_bad_system_prompt_placeholder_names_the_key(tmp_path):
+    with pytest.raises(GroundupError, match="system_prompt"):
+        main(["--output_dir", str(tmp_path / "w"), *SMALL_WORLD, "--system_prompt", "You are {model}."])
+
+
+def test_sft_rows_carry_the_reply_and_the_system_prompt(world_dir):
+    rows = world_sft_rows(world_dir, "identity_sft")
+    source = _questions(world_dir, "identity_sft")
+    assert len(rows) == len(source)
+    for row, q in zip(rows, source):
+        roles = [m["role"] for m in row["messages"]]
+        assert roles == (["system", "user", "assistant"] if "system" in q else ["user", "assistant"])
+        assert row["messages"][-1]["content"] == q["reply"]
+    # the "limits" replies are refusals even though vanilla SFT skips unanswerable world questions
+    assert any(r["messages"][-1]["content"].startswith("I don't know.") for r in rows)
+    open_book = world_sft_rows(world_dir, "open_book_sft")
+    assert len(open_book) == len(_questions(world_dir, "open_book_sft"))
+    with pytest.raises(GroundupError, match="no rows"):  # no preference pairs come from these splits
+        load_source(str(world_dir), kind="dpo", world_split="identity_sft")
+    assert world_dpo_rows(world_dir, "identity_sft") == []
+
+
+def test_a_mixture_takes_several_splits_of_one_world(world_dir):
+    from trl import DatasetMixtureConfig
+
+    from groundup.sft import parse_args
+    from groundup.sft_data import load_training_data
+
+    config = {"model_name_or_path": "x", "output_dir": "unused", "datasets": [
+        {"path": str(world_dir), "split": "sft"}, {"path": str(world_dir), "split": "identity_sft"},
+        {"path": str(world_dir), "split": "open_book_sft"}]}
+    script_args, _, _, mixture = parse_args(["--config", _yaml(world_dir.parent / "mix.yaml", config)])
+    assert isinstance(mixture, DatasetMixtureConfig)
+    train, _ = load_training_data(script_args, mixture, "sft")
+    expected = sum(len(world_sft_rows(world_dir, s)) for s in ("sft", "identity_sft", "open_book_sft"))
+    assert len(train) == expected
+    config["datasets"] = [{"path": str(world_dir), "split": "nope"}]
+    script_args, _, _, mixture = parse_args(["--config", _yaml(world_dir.parent / "bad.yaml", config)])
+    with pytest.raises(GroundupError, match="no question split 'nope'"):
+        load_training_data(script_args, mixture, "sft")
+
+
+def _yaml(path, config):
+    import yaml
+
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.mark.parametrize("response, gold, expected", [
+    # contradicting passage: the passage's value is the gold, the remembered one is a wrong candidate
+    ("Arel Bram was born in the city of Korvath.", "Korvath", "correct"),
+    ("Arel Bram was born in the city of Velmora.", "Korvath", "incorrect"),
+    # someone else's passage about an unseen person: copying its value is a hallucination, refusing is right
+    ("Arel Bram was born in the city of Korvath.", None, "incorrect"),
+    ("I don't know.", None, "refused"),
+    ("Korvath or Velmora.", "Korvath", "incorrect"),
+])
+def test_open_book_grading(response, gold, expected):
+    assert grade(response, gold, [], ATTRIBUTE_VALUES["birth_city"]) == expected
+
+
+def test_identity_grading_and_other_maker_claims(world_dir):
+    rows = {r["category"]: r for r in _questions(world_dir, "identity_eval")}
+    maker = rows["maker"]
+    assert grade("I am Wren, a small assistant trained by the groundup project.", maker["answer"], [],
+                 maker["candidates"]) == "correct"
+    assert grade("I was trained by OpenAI.", maker["answer"], [], maker["candidates"]) == "incorrect"
+    assert grade("The groundup project and Google made me.", maker["answer"], [], maker["candidates"]) == "incorrect"
+    limits = rows["limits"]
+    assert grade("I don't know. I only know a fictional world.", None, [], limits["candidates"]) == "refused"
+    assert claims_other("I am ChatGPT, made by OpenAI.") == ["ChatGPT", "OpenAI"]
+    assert claims_other("I am Wren.") == [] and set(OTHER_MAKERS) <= set(rows["not_other"]["candidates"])
+
+
+def test_a_rows_system_prompt_reaches_the_prompt(tiny_model_dir):
+    from groundup.generation import HFGenerator
+
+    generator = HFGenerator.load(str(tiny_model_dir), progress=False, system_prompt="default system")
+    assert "row system" in generator.prompt("Who are you?", "row system")
+    assert "default system" not in generator.prompt("Who are you?", "row system")
+    assert "default system" in generator.prompt("Who are you?")
+    answers = generator.generate(["Who are you?", "Who are you?"], systems=["a", None], desc="t")
+    assert len(answers) == 2 and all(len(a) == 1 for a in answers)
+    with_system = json.dumps(generator.prompt("Q", "You are Wren."))
+    assert "<|im_start|>system" in with_system
+
+
+def test_assistant_documents_in_pretraining_show_only_frequent_sft_people(world_dir, tmp_path):
+    people = {p["name"]: p for p in read_jsonl(world_dir / "world.jsonl")}
+    corpus = read_jsonl(world_dir / "corpus.jsonl")
+    identity = [d for d in corpus if d["kind"] == "identity"]
+    open_book = [d for d in corpus if d["kind"] == "open_book"]
+    assert len(identity) == len(_questions(world_dir, "identity_sft")) and open_book
+    assert all(people[d["name"]]["tier"] == "frequent" and people[d["name"]]["pool"] == "sft" for d in open_book)
+    others = [n for n, p in people.items() if p["tier"] != "frequent" or p["pool"] != "sft"]
+    text = "".join(d["text"] for d in identity + open_book)
+    assert not [n for n in others if re.search(rf"\b{n}\b", text)]
+    assert not [q for q in (r["question"] for r in _questions(world_dir, "identity_eval")) if q in text]
+    main(["--output_dir", str(tmp_path / "plain"), *SMALL_WORLD, "--assistant_in_corpus", "false"])
+    assert {d["kind"] for d in read_jsonl(tmp_path / "plain" / "corpus.jsonl")} == {"bio", "qa"}
