@@ -48,6 +48,15 @@ def test_every_artifact_exists_and_every_model_loads_without_groundup(smoke_run)
         for suffix in ("", "-heldout"):
             metrics = json.loads((run_dir / "eval" / f"{arm}{suffix}" / "metrics.json").read_text())
             assert set(metrics["by_tier"]) == {"frequent", "rare", "unseen"}
+    for arm in ARMS[1:]:  # chat arms: identity (category, with and without system) and open-book (case/tier)
+        identity = json.loads((run_dir / "eval" / f"{arm}-identity" / "metrics.json").read_text())
+        assert {"name", "name/system", "maker", "limits/system"} <= set(identity["by_tier"])
+        open_book = json.loads((run_dir / "eval" / f"{arm}-open-book" / "metrics.json").read_text())
+        assert {"passage/unseen", "contradict/frequent", "other/unseen"} <= set(open_book["by_tier"])
+    report = (run_dir / "report.md").read_text()
+    assert "## Knowledge of self" in report and "## Working memory: closed-book vs open-book" in report
+    assert "| sft | identity held-out accuracy >= 0.9 |" in report
+    assert (run_dir / "report" / "outcomes_open_book.png").stat().st_size > 0
     code = ("import sys\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
             "for d in sys.argv[1:]:\n"
             "    t = AutoTokenizer.from_pretrained(d); m = AutoModelForCausalLM.from_pretrained(d)\n"

@@ -25,13 +25,17 @@ from .chat import REFUSAL
 CASES = ("passage", "contradict", "other")
 
 
-def passage(name: str, facts: dict[str, str], asked: str, sentences: int, rng: random.Random) -> str:
-    """`sentences` biography sentences about `name` (the asked attribute's always among them), in random order."""
+def passage(name: str, facts: dict[str, str], asked: str, sentences: int, rng: random.Random,
+            paraphrase: bool = False) -> str:
+    """`sentences` biography sentences about `name` (the asked attribute's always among them), in random order: each
+    in a random biography paraphrase, or (default) in the answer's own sentence form, which a small model can copy
+    from by matching the words before the value."""
     from .world import BIO_TEMPLATES
 
     others = [a for a in facts if a != asked]
     chosen = [asked, *rng.sample(others, min(max(sentences - 1, 0), len(others)))]
-    lines = [rng.choice(BIO_TEMPLATES[attr]).format(name=name, value=facts[attr]) for attr in chosen]
+    lines = [(rng.choice(BIO_TEMPLATES[attr]) if paraphrase else BIO_TEMPLATES[attr][0]).format(
+        name=name, value=facts[attr]) for attr in chosen]
     rng.shuffle(lines)
     return " ".join(lines)
 
@@ -43,8 +47,8 @@ def _other_value(attribute: str, avoid: Sequence[str], rng: random.Random) -> st
 
 
 def open_book_questions(people: Sequence[dict[str, Any]], pool: str, split: str, per_person: int, sentences: int,
-                        with_reply: bool, system: str | None, system_fraction: float,
-                        seed: int) -> list[dict[str, Any]]:
+                        with_reply: bool, system: str | None, system_fraction: float, seed: int,
+                        paraphrase: bool = False) -> list[dict[str, Any]]:
     """Open-book rows about `pool` people: `per_person` attributes each, in every case that applies to their tier.
 
     Other-person passages are about another person of the same pool, so no row leaks an eval person into training.
@@ -68,7 +72,7 @@ def open_book_questions(people: Sequence[dict[str, Any]], pool: str, split: str,
                 gold = facts[attribute] if tier == "frequent" else None
                 cases.append(("other", {**other["attributes"], attribute: shown}, other["name"], gold))
             for case, shown_facts, shown_name, gold in cases:
-                text = passage(shown_name, shown_facts, attribute, sentences, rng)
+                text = passage(shown_name, shown_facts, attribute, sentences, rng, paraphrase)
                 row: dict[str, Any] = {
                     "id": f"{split}-{index:05d}-{attribute}-{case}",
                     "question": f"{text}\n\n{question}",

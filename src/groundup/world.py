@@ -139,6 +139,11 @@ class WorldArguments:
         default=2, metadata={"help": "Attributes asked open-book per person (SFT and eval pools; 0: no open-book "
                                      "splits)."})
     open_book_sentences: int = field(default=3, metadata={"help": "Biography sentences in an open-book passage."})
+    open_book_paraphrase: bool = field(
+        default=False,
+        metadata={"help": "Passages in random biography paraphrases (harder) instead of the answer's own sentence "
+                  "form; with paraphrases the tiny preset's SFT model did not learn to copy (contradicting passage "
+                  "won 0.03)."})
 
     def __post_init__(self):
         if self.num_people < 10:
@@ -338,7 +343,8 @@ def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> d
         splits.update(identity_questions(args.assistant_name, args.assistant_maker, system,
                                          args.system_prompt_fraction, args.identity_repeats, args.seed))
     if args.open_book_per_person:
-        common = dict(per_person=args.open_book_per_person, sentences=args.open_book_sentences, seed=args.seed)
+        common = dict(per_person=args.open_book_per_person, sentences=args.open_book_sentences, seed=args.seed,
+                      paraphrase=args.open_book_paraphrase)
         splits["open_book_sft"] = open_book_questions(people, "sft", "open_book_sft", with_reply=True, system=system,
                                                       system_fraction=args.system_prompt_fraction, **common)
         splits["open_book_eval"] = open_book_questions(people, "eval", "open_book_eval", with_reply=False,
