@@ -41,10 +41,13 @@ def test_open_book_rows_are_entity_disjoint_from_eval(world_dir):
     people = {p["name"]: p for p in read_jsonl(world_dir / "world.jsonl")}
     eval_names = [n for n, p in people.items() if p["pool"] == "eval"]
     sft_rows = _questions(world_dir, "open_book_sft")
-    assert {people[r["name"]]["pool"] for r in sft_rows} == {"sft"}
-    assert {people[r["passage_name"]]["pool"] for r in sft_rows} == {"sft"}
+    world_rows = [r for r in sft_rows if r["person_tier"] != "synthetic"]
+    assert {people[r["name"]]["pool"] for r in world_rows} == {"sft"}
+    assert {people[r["passage_name"]]["pool"] for r in world_rows} == {"sft"}
+    made_up = [r for r in sft_rows if r["person_tier"] == "synthetic"]
+    assert made_up and not ({r["name"] for r in made_up} | {r["passage_name"] for r in made_up}) & set(people)
     text = (world_dir / "questions" / "open_book_sft.jsonl").read_text()
-    assert not [n for n in eval_names if n in text]
+    assert not [n for n in eval_names if re.search(rf"\b{n}\b", text)]
     eval_rows = _questions(world_dir, "open_book_eval")
     assert {people[r["name"]]["pool"] for r in eval_rows} == {"eval"}
     assert {people[r["passage_name"]]["pool"] for r in eval_rows} == {"eval"}
@@ -53,7 +56,14 @@ def test_open_book_rows_are_entity_disjoint_from_eval(world_dir):
 
 def test_open_book_golds_follow_the_passage_rules(world_dir):
     people = {p["name"]: p for p in read_jsonl(world_dir / "world.jsonl")}
-    for row in _questions(world_dir, "open_book_eval") + _questions(world_dir, "open_book_sft"):
+    rows = _questions(world_dir, "open_book_eval") + _questions(world_dir, "open_book_sft")
+    for row in [r for r in rows if r["person_tier"] == "synthetic"]:  # made-up people: copy, or refuse another's
+        passage, _ = row["question"].split("\n\n")
+        if row["case"] == "passage":
+            assert row["answer"] in passage and row["answer"] in row["reply"]
+        else:
+            assert row["answer"] is None and row["reply"] == "I don't know." and row["passage_name"] != row["name"]
+    for row in [r for r in rows if r["person_tier"] != "synthetic"]:
         person, attribute = people[row["name"]], row["attribute"]
         passage, question = row["question"].split("\n\n")
         true_value = person["attributes"][attribute]
@@ -186,7 +196,9 @@ def test_assistant_documents_in_pretraining_show_only_frequent_sft_people(world_
     identity = [d for d in corpus if d["kind"] == "identity"]
     open_book = [d for d in corpus if d["kind"] == "open_book"]
     assert len(identity) == len(_questions(world_dir, "identity_sft")) and open_book
-    assert all(people[d["name"]]["tier"] == "frequent" and people[d["name"]]["pool"] == "sft" for d in open_book)
+    named = [d for d in open_book if d["name"] is not None]  # the others are about made-up people
+    assert named and len(named) < len(open_book)
+    assert all(people[d["name"]]["tier"] == "frequent" and people[d["name"]]["pool"] == "sft" for d in named)
     others = [n for n, p in people.items() if p["tier"] != "frequent" or p["pool"] != "sft"]
     text = "".join(d["text"] for d in identity + open_book)
     assert not [n for n in others if re.search(rf"\b{n}\b", text)]

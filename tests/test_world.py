@@ -1,4 +1,5 @@
 import hashlib
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_tier_exposures_in_the_corpus_match_world_jsonl(world_dir):
     mentions = Counter()
     for text in corpus:
         for person in people:
-            if person["name"] in text:
+            if re.search(rf"\b{person['name']}\b", text):
                 mentions[person["name"]] += 1
     for person in people:
         assert mentions[person["name"]] == person["exposures"], person["name"]

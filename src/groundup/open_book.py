@@ -11,7 +11,13 @@ biography sentences, one of them about the asked attribute) followed by a blank 
   a frequent person is answered from the weights, an unseen person is refused.
 
 SFT rows (`open_book_sft`, with `reply`) use SFT-pool people only; `open_book_eval` uses eval-pool people only, so
-the split is entity-disjoint from training like every other eval split. `tier` is `<case>/<person's tier>` (the
+the split is entity-disjoint from training like every other eval split.
+
+Made-up people (`synthetic_open_book_questions`): passages about names that are no one in the world, with facts drawn
+afresh for every row. Nothing about them can be memorised, so the only way to answer is to copy from the passage (or,
+when the passage is about someone else, to refuse). Measured on the tiny preset: trained only on world people, even
+10 epochs of open-book SFT memorised their passages (training token accuracy 0.99) and copied nothing on eval people
+(contradicting passage won 0.03, unseen people answered 0.05). `tier` is `<case>/<person's tier>` (the
 breakdown `groundup eval` reports); `person_tier` and `case` are kept as their own keys.
 """
 
@@ -90,4 +96,37 @@ def open_book_questions(people: Sequence[dict[str, Any]], pool: str, split: str,
                 if with_reply:
                     row["reply"] = REFUSAL if gold is None else answer_sentence(name, attribute, gold)
                 rows.append(row)
+    return rows
+
+
+def synthetic_open_book_questions(n: int, firsts: Sequence[str], lasts: Sequence[str], taken: set[str],
+                                  sentences: int, system: str | None, system_fraction: float, seed: int,
+                                  paraphrase: bool = False, other_share: float = 0.3) -> list[dict[str, Any]]:
+    """`n` open-book SFT rows about made-up people: names from the given name parts that are not in `taken` (no world
+    person), random facts per row. `other_share` of them show someone else's passage and are refused."""
+    from .world import ATTRIBUTE_VALUES, QUESTION_TEMPLATES, answer_sentence
+
+    rng = random.Random(f"{seed}-open-book-synthetic")
+    names = sorted({f"{f} {l}" for f in firsts for l in lasts} - set(taken))
+    if len(names) < 2:
+        raise ValueError("no names left for made-up open-book people: raise name_pool_size")
+    rows = []
+    for index in range(n):
+        name, other = rng.sample(names, 2)
+        facts = {attr: rng.choice(values) for attr, values in ATTRIBUTE_VALUES.items()}
+        attribute = rng.choice(sorted(facts))
+        question = rng.choice(QUESTION_TEMPLATES[attribute]["train"]).format(name=name)
+        case = "other" if rng.random() < other_share else "passage"
+        shown_name = other if case == "other" else name
+        gold = facts[attribute] if case == "passage" else None
+        text = passage(shown_name, facts, attribute, sentences, rng, paraphrase)
+        row: dict[str, Any] = {
+            "id": f"open_book_sft-synthetic-{index:05d}", "question": f"{text}\n\n{question}", "answer": gold,
+            "tier": f"{case}/synthetic", "case": case, "person_tier": "synthetic", "name": name,
+            "attribute": attribute, "passage_name": shown_name, "phrasing": "train",
+            "reply": REFUSAL if gold is None else answer_sentence(name, attribute, gold),
+        }
+        if system and rng.random() < system_fraction:
+            row["system"] = system
+        rows.append(row)
     return rows

@@ -139,6 +139,10 @@ class WorldArguments:
         default=2, metadata={"help": "Attributes asked open-book per person (SFT and eval pools; 0: no open-book "
                                      "splits)."})
     open_book_sentences: int = field(default=3, metadata={"help": "Biography sentences in an open-book passage."})
+    open_book_synthetic: int = field(
+        default=1200,
+        metadata={"help": "Open-book SFT rows about made-up people (no one in the world; fresh random facts per row): "
+                  "they cannot be memorised, so they teach copying from the passage."})
     open_book_paraphrase: bool = field(
         default=False,
         metadata={"help": "Passages in random biography paraphrases (harder) instead of the answer's own sentence "
@@ -163,7 +167,7 @@ class WorldArguments:
             raise ValueError(f"name_pool_size must be between 2 and {len(_FIRST_SYLLABLES) * len(_FIRST_ENDINGS)}")
         if not 0 <= self.system_prompt_fraction <= 1:
             raise ValueError(f"system_prompt_fraction must be between 0 and 1, got {self.system_prompt_fraction}")
-        for key in ("identity_repeats", "open_book_per_person"):
+        for key in ("identity_repeats", "open_book_per_person", "open_book_synthetic"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not 1 <= self.open_book_sentences <= len(ATTRIBUTE_VALUES):
@@ -314,14 +318,16 @@ def generate_world(args: WorldArguments) -> World:
 
 
 def assistant_documents(splits: dict[str, list[dict[str, Any]]], tier_of: dict[str, str]) -> list[dict[str, Any]]:
-    """Chat documents for pretraining: every identity SFT conversation, and the open-book SFT conversations that
-    show only a frequent person's passage (`passage` and `contradict` cases). Rare and unseen people stay out, so
-    their exposure counts, and what the model can know about them, do not change."""
+    """Chat documents for pretraining: every identity SFT conversation, the open-book SFT conversations that show
+    only a frequent person's passage (`passage` and `contradict` cases), and those about made-up people. Rare and
+    unseen people stay out, so their exposure counts, and what the model can know about them, do not change."""
     documents = []
     for row in splits.get("identity_sft", []):
         documents.append({"text": render_chat(_conversation(row)), "kind": "identity", "name": None})
     for row in splits.get("open_book_sft", []):
-        if tier_of[row["name"]] == "frequent" and row["passage_name"] == row["name"]:
+        if row["person_tier"] == "synthetic":  # made-up people: mentioned nowhere else, facts random per row
+            documents.append({"text": render_chat(_conversation(row)), "kind": "open_book", "name": None})
+        elif tier_of[row["name"]] == "frequent" and row["passage_name"] == row["name"]:
             documents.append({"text": render_chat(_conversation(row)), "kind": "open_book", "name": row["name"]})
     return documents
 
@@ -335,7 +341,7 @@ def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> d
     """Identity and open-book splits. Their own seeded generators: turning them off leaves the rest of the world
     exactly as it was."""
     from .identity import identity_questions, system_prompt
-    from .open_book import open_book_questions
+    from .open_book import open_book_questions, synthetic_open_book_questions
 
     system = system_prompt(args.system_prompt, args.assistant_name, args.assistant_maker)
     splits: dict[str, list[dict[str, Any]]] = {}
@@ -347,6 +353,13 @@ def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> d
                       paraphrase=args.open_book_paraphrase)
         splits["open_book_sft"] = open_book_questions(people, "sft", "open_book_sft", with_reply=True, system=system,
                                                       system_fraction=args.system_prompt_fraction, **common)
+        if args.open_book_synthetic:
+            # name parts of frequent people only, as for rare and unseen people: no never-trained name tokens
+            frequent = [p["name"].split(" ") for p in people if p["tier"] == "frequent"]
+            splits["open_book_sft"] += synthetic_open_book_questions(
+                args.open_book_synthetic, sorted({f for f, _ in frequent}), sorted({l for _, l in frequent}),
+                {p["name"] for p in people}, args.open_book_sentences, system, args.system_prompt_fraction,
+                args.seed, args.open_book_paraphrase)
         splits["open_book_eval"] = open_book_questions(people, "eval", "open_book_eval", with_reply=False,
                                                        system=None, system_fraction=0.0, **common)
     return splits
