@@ -196,9 +196,7 @@ def test_assistant_documents_in_pretraining_show_only_frequent_sft_people(world_
     identity = [d for d in corpus if d["kind"] == "identity"]
     open_book = [d for d in corpus if d["kind"] == "open_book"]
     assert len(identity) == len(_questions(world_dir, "identity_sft")) and open_book
-    named = [d for d in open_book if d["name"] is not None]  # the others are about made-up people
-    assert named and len(named) < len(open_book)
-    assert all(people[d["name"]]["tier"] == "frequent" and people[d["name"]]["pool"] == "sft" for d in named)
+    assert all(people[d["name"]]["tier"] == "frequent" and people[d["name"]]["pool"] == "sft" for d in open_book)
     others = [n for n, p in people.items() if p["tier"] != "frequent" or p["pool"] != "sft"]
     text = "".join(d["text"] for d in identity + open_book)
     assert not [n for n in others if re.search(rf"\b{n}\b", text)]

@@ -318,16 +318,17 @@ def generate_world(args: WorldArguments) -> World:
 
 
 def assistant_documents(splits: dict[str, list[dict[str, Any]]], tier_of: dict[str, str]) -> list[dict[str, Any]]:
-    """Chat documents for pretraining: every identity SFT conversation, the open-book SFT conversations that show
-    only a frequent person's passage (`passage` and `contradict` cases), and those about made-up people. Rare and
-    unseen people stay out, so their exposure counts, and what the model can know about them, do not change."""
+    """Chat documents for pretraining: every identity SFT conversation, and the open-book SFT conversations that show
+    only a frequent person's passage (`passage` and `contradict` cases). Rare and unseen people stay out, so their
+    exposure counts, and what the model can know about them, do not change."""
     documents = []
     for row in splits.get("identity_sft", []):
         documents.append({"text": render_chat(_conversation(row)), "kind": "identity", "name": None})
     for row in splits.get("open_book_sft", []):
-        if row["person_tier"] == "synthetic":  # made-up people: mentioned nowhere else, facts random per row
-            documents.append({"text": render_chat(_conversation(row)), "kind": "open_book", "name": None})
-        elif tier_of[row["name"]] == "frequent" and row["passage_name"] == row["name"]:
+        # made-up people stay out: 1,200 of them cost a quarter of the bio epochs (frequent recall 0.96 -> 0.70 at 900
+        # steps) and did not teach copying (a value copied from the passage 0.10 of the time, measured)
+        if row["person_tier"] != "synthetic" and tier_of[row["name"]] == "frequent" and \
+                row["passage_name"] == row["name"]:
             documents.append({"text": render_chat(_conversation(row)), "kind": "open_book", "name": row["name"]})
     return documents
 
