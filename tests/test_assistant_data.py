@@ -44,8 +44,6 @@ def test_open_book_rows_are_entity_disjoint_from_eval(world_dir):
     world_rows = [r for r in sft_rows if r["person_tier"] != "synthetic"]
     assert {people[r["name"]]["pool"] for r in world_rows} == {"sft"}
     assert {people[r["passage_name"]]["pool"] for r in world_rows} == {"sft"}
-    made_up = [r for r in sft_rows if r["person_tier"] == "synthetic"]
-    assert made_up and not ({r["name"] for r in made_up} | {r["passage_name"] for r in made_up}) & set(people)
     text = (world_dir / "questions" / "open_book_sft.jsonl").read_text()
     assert not [n for n in eval_names if re.search(rf"\b{n}\b", text)]
     eval_rows = _questions(world_dir, "open_book_eval")
@@ -57,13 +55,7 @@ def test_open_book_rows_are_entity_disjoint_from_eval(world_dir):
 def test_open_book_golds_follow_the_passage_rules(world_dir):
     people = {p["name"]: p for p in read_jsonl(world_dir / "world.jsonl")}
     rows = _questions(world_dir, "open_book_eval") + _questions(world_dir, "open_book_sft")
-    for row in [r for r in rows if r["person_tier"] == "synthetic"]:  # made-up people: copy, or refuse another's
-        passage, _ = row["question"].split("\n\n")
-        if row["case"] == "passage":
-            assert row["answer"] in passage and row["answer"] in row["reply"]
-        else:
-            assert row["answer"] is None and row["reply"] == "I don't know." and row["passage_name"] != row["name"]
-    for row in [r for r in rows if r["person_tier"] != "synthetic"]:
+    for row in rows:
         person, attribute = people[row["name"]], row["attribute"]
         passage, question = row["question"].split("\n\n")
         true_value = person["attributes"][attribute]
@@ -203,3 +195,20 @@ def test_assistant_documents_in_pretraining_show_only_frequent_sft_people(world_
     assert not [q for q in (r["question"] for r in _questions(world_dir, "identity_eval")) if q in text]
     main(["--output_dir", str(tmp_path / "plain"), *SMALL_WORLD, "--assistant_in_corpus", "false"])
     assert {d["kind"] for d in read_jsonl(tmp_path / "plain" / "corpus.jsonl")} == {"bio", "qa"}
+
+
+def test_made_up_open_book_people_are_no_one_in_the_world_and_stay_out_of_pretraining(tmp_path):
+    out = tmp_path / "data"
+    main(["--output_dir", str(out), *SMALL_WORLD, "--open_book_synthetic", "40"])
+    people = {p["name"] for p in read_jsonl(out / "world.jsonl")}
+    made_up = [r for r in _questions(out, "open_book_sft") if r["person_tier"] == "synthetic"]
+    assert len(made_up) == 40 and {r["case"] for r in made_up} == {"passage", "other"}
+    assert not ({r["name"] for r in made_up} | {r["passage_name"] for r in made_up}) & people
+    for row in made_up:  # copy from the passage, or refuse someone else's
+        passage, _ = row["question"].split("\n\n")
+        if row["case"] == "passage":
+            assert row["answer"] in passage and row["answer"] in row["reply"]
+        else:
+            assert row["answer"] is None and row["reply"] == "I don't know." and row["passage_name"] != row["name"]
+    corpus = (out / "corpus.jsonl").read_text()
+    assert not [r for r in made_up if r["name"] in corpus]
