@@ -11,14 +11,14 @@ biography sentences, one of them about the asked attribute) followed by a blank 
   a frequent person is answered from the weights, an unseen person is refused.
 
 SFT rows (`open_book_sft`, with `reply`) use SFT-pool people only; `open_book_eval` uses eval-pool people only, so
-the split is entity-disjoint from training like every other eval split.
-
-Made-up people (`synthetic_open_book_questions`): passages about names that are no one in the world, with facts drawn
-afresh for every row. Nothing about them can be memorised, so the only way to answer is to copy from the passage (or,
-when the passage is about someone else, to refuse). Measured on the tiny preset: trained only on world people, even
-10 epochs of open-book SFT memorised their passages (training token accuracy 0.99) and copied nothing on eval people
-(contradicting passage won 0.03, unseen people answered 0.05). `tier` is `<case>/<person's tier>` (the
+the split is entity-disjoint from training like every other eval split. `tier` is `<case>/<person's tier>` (the
 breakdown `groundup eval` reports); `person_tier` and `case` are kept as their own keys.
+
+Made-up people (`synthetic_open_book_questions`, off by default): passages about names that are no one in the world,
+with facts drawn afresh for every row, so only copying (or, for someone else's passage, refusing) can answer them.
+Measured on the tiny preset: trained on world people only, even 10 epochs of open-book SFT memorised their passages
+(training token accuracy 0.99) and copied nothing on eval people (contradicting passage won 0.03); with 1,200 made-up
+people the models still copied a value on only 0.09-0.17 of those training rows (chance 0.06).
 """
 
 from __future__ import annotations

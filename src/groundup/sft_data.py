@@ -9,8 +9,8 @@ Where rows come from (`load_source`): a world folder (what `groundup world` writ
 `.parquet`/`.csv` files, or a Hub dataset id (e.g. `HuggingFaceH4/ultrachat_200k`, split `train_sft`). Several sources
 mix through TRL's `DatasetMixtureConfig` (`datasets:` in the YAML, each with path, name, split, columns, fraction).
 
-Vanilla SFT vs IDK-SFT. The "vanilla" arm answers every question it is trained on and never sees a refusal
-(`world_unanswerable: skip`): it is the baseline whose hallucinations the honesty work measures. Its answers reuse
+Vanilla SFT vs IDK-SFT. The "vanilla" arm answers every world question it is trained on and is never taught to
+refuse one (`world_unanswerable: skip`): it is the baseline whose hallucinations the honesty work measures. Its answers reuse
 the pretraining biography sentence (`world.answer_sentence`), so answering is recall, not new phrasing. The IDK-SFT
 data is written by the probe stage in the same `{"messages"}` format, from what the model was measured to know.
 Rows of the identity and open-book splits carry their own `reply` (and sometimes a `system` prompt) and are learned

@@ -123,8 +123,8 @@ class WorldArguments:
     assistant_in_corpus: bool = field(
         default=True,
         metadata={"help": "Mix the identity SFT conversations and open-book conversations about frequent SFT-pool "
-                  "people into pretraining (as qa_in_corpus does for Q&A: a 1M-parameter model learns new phrases "
-                  "and the copy-from-context skill in pretraining, not from a few hundred LoRA rows)."},
+                  "people into pretraining (as qa_in_corpus does for Q&A: a 1M-parameter model learns new words in "
+                  "pretraining, not from a few hundred LoRA rows; without it the assistant's name came out as bytes)."},
     )
     # Knowledge of self (identity.py) and working memory (open_book.py): extra SFT and eval question splits.
     assistant_name: str = field(default="Wren", metadata={"help": "The name the assistant learns to give."})
@@ -341,8 +341,8 @@ def _conversation(row: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> dict[str, list[dict[str, Any]]]:
-    """Identity and open-book splits. Their own seeded generators: turning them off leaves the rest of the world
-    exactly as it was."""
+    """Identity and open-book splits. Their own seeded generators: with them on or off, people, pools and the Q&A
+    splits are the same (the corpus too, with `assistant_in_corpus: false`)."""
     from .identity import identity_questions, system_prompt
     from .open_book import open_book_questions, synthetic_open_book_questions
 
