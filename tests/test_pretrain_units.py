@@ -113,6 +113,37 @@ def test_streaming_path_stores_the_same_tokens_as_the_map_path(world_dir, tokeni
     assert capped.meta["train_tokens"] == len(capped.train) == 1000
 
 
+def test_a_small_source_is_mixed_into_a_streamed_one_with_repeats(world_dir, tokenizer_dir, tmp_path):
+    """The gpt2-124m layout, offline: a streamed 'web' source capped by max_tokens, plus the world mixed in twice."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    web = tmp_path / "web.jsonl"
+    web.write_text("".join(json.dumps({"body": f"Plain web text number {i}, about nothing in particular."}) + "\n"
+                           for i in range(300)))
+    spec = dict(dataset=str(web), text_column="body", streaming=True, max_tokens=2000, val_documents=10)
+    plain = prepare_tokens(DataSpec(**spec), tokenizer, tmp_path / "plain", log=print)
+    mixed = prepare_tokens(DataSpec(**spec, mix_dataset=str(world_dir), mix_repeats=2), tokenizer, tmp_path / "mixed",
+                           log=print)
+    world = prepare_tokens(DataSpec(dataset=str(world_dir), val_documents=0), tokenizer, tmp_path / "world", log=print)
+    assert plain.meta["train_tokens"] == 2000  # the cap applies to the main source only
+    assert mixed.meta["mix_tokens"] == 2 * world.meta["train_tokens"]
+    assert mixed.meta["train_tokens"] == len(mixed.train) == 2000 + mixed.meta["mix_tokens"]
+    assert np.array_equal(mixed.train[:2000], plain.train) and np.array_equal(mixed.val, plain.val)
+    one_copy = world.meta["train_tokens"]
+    first, second = mixed.train[2000:2000 + one_copy], mixed.train[2000 + one_copy:]
+    assert sorted(first.tolist()) == sorted(world.train.tolist()) == sorted(second.tolist())
+    assert not np.array_equal(first, second)  # each copy in its own document order
+    # the mix source is part of the fingerprint: another repeat count re-tokenizes
+    logs = []
+    prepare_tokens(DataSpec(**spec, mix_dataset=str(world_dir), mix_repeats=1), tokenizer, tmp_path / "mixed",
+                   log=logs.append)
+    assert "tokenized" in logs[-1]
+    with pytest.raises(GroundupError, match="mix_repeats"):
+        prepare_tokens(DataSpec(**spec, mix_dataset=str(world_dir), mix_repeats=0), tokenizer, tmp_path / "bad",
+                       log=print)
+
+
 def test_incomplete_checkpoints_are_never_listed(tmp_path):
     (tmp_path / ".tmp-checkpoint-0000030").mkdir()  # a save that crashed midway
     (tmp_path / "checkpoint-0000020").mkdir()  # no state file: incomplete

@@ -67,6 +67,11 @@ class PretrainArguments:
     max_documents: int | None = field(default=None, metadata={"help": "Use at most this many documents."})
     max_tokens: int | None = field(default=None, metadata={"help": "Store at most this many training tokens."})
     val_documents: int = field(default=200, metadata={"help": "Documents held out for validation loss and bpb."})
+    mix_dataset: str | None = field(default=None, metadata={
+        "help": "A second, small source mixed into the training tokens (e.g. a world folder, so a web-scale run "
+                "still learns the world's facts); loaded whole. Validation comes from `dataset` only."})
+    mix_repeats: int = field(default=1, metadata={"help": "Copies of mix_dataset in the training tokens."})
+    mix_text_column: str = field(default="text", metadata={"help": "Text column of mix_dataset."})
     tokenize_num_proc: int | None = field(
         default=None, metadata={"help": "Processes for datasets.map; default: the CPU count (at most 32)."})
     tokenize_only: bool = field(default=False, metadata={
@@ -127,6 +132,8 @@ class PretrainArguments:
         "help": "On a world dataset, measure greedy birth-city recall per tier at the end (a few seconds)."})
 
     def __post_init__(self):
+        if self.mix_repeats < 1:
+            raise ValueError(f"mix_repeats must be at least 1, got {self.mix_repeats}")
         if self.seq_length is None:
             self.seq_length = self.n_positions
         if self.seq_length > self.n_positions:
@@ -645,7 +652,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     say = accelerator.print
     spec = DataSpec(dataset=args.dataset, text_column=args.text_column, dataset_config=args.dataset_config,
                     dataset_split=args.dataset_split, streaming=args.streaming, max_documents=args.max_documents,
-                    max_tokens=args.max_tokens, val_documents=args.val_documents, seed=args.seed)
+                    max_tokens=args.max_tokens, val_documents=args.val_documents, seed=args.seed,
+                    mix_dataset=args.mix_dataset, mix_repeats=args.mix_repeats, mix_text_column=args.mix_text_column)
     num_proc = args.tokenize_num_proc or min(os.cpu_count() or 1, 32)
     with accelerator.local_main_process_first():  # rank 0 tokenizes; the others wait on the barrier, then reuse
         data = prepare_tokens(spec, tokenizer, args.tokens_dir, num_proc, log=say)
@@ -693,11 +701,11 @@ def main(argv: list[str] | None = None) -> Path | None:
         "mixed_precision": accelerator.mixed_precision,
     }
     distributed = accelerator.distributed_type.value if hasattr(accelerator.distributed_type, "value") else ""
-    if args.recall_check and is_world_dir(args.dataset) and accelerator.is_main_process \
-            and distributed not in ("FSDP", "DEEPSPEED"):
+    world = next((d for d in (args.dataset, args.mix_dataset) if d and is_world_dir(d)), None)
+    if args.recall_check and world and accelerator.is_main_process and distributed not in ("FSDP", "DEEPSPEED"):
         model = accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
         results["recall_attribute"] = "birth_city"
-        results["recall"] = world_recall(model, tokenizer, args.dataset)
+        results["recall"] = world_recall(model, tokenizer, world)
     command = "accelerate launch recipes/pretrain.py " + " ".join(argv)
     out = Path(args.output_dir)
     accelerator.wait_for_everyone()

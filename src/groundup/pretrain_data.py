@@ -47,6 +47,9 @@ class DataSpec:
     max_tokens: int | None = None
     val_documents: int = 200
     seed: int = 0
+    mix_dataset: str | None = None  # a second source appended to the training tokens (e.g. a world folder)
+    mix_repeats: int = 1
+    mix_text_column: str = "text"
 
 
 @dataclass
@@ -90,6 +93,8 @@ def fingerprint(spec: DataSpec, tokenizer) -> str:
         "val_documents": spec.val_documents,
         "seed": spec.seed,
     }
+    if spec.mix_dataset:
+        parts["mix"] = [source_identity(DataSpec(dataset=spec.mix_dataset)), spec.mix_text_column, spec.mix_repeats]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -108,12 +113,13 @@ def _tokenize_fn(tokenizer, text_column: str, doc_id: int):
     return tokenize
 
 
-def _write_map_style(ds, path: Path, dtype, max_tokens: int | None) -> tuple[int, int, int]:
-    """Append the flattened `ids` of a tokenized `Dataset` to `path`; returns (tokens, documents, bytes)."""
+def _write_map_style(ds, path: Path, dtype, max_tokens: int | None, mode: str = "wb") -> tuple[int, int, int]:
+    """Write (mode "wb") or append ("ab") the flattened `ids` of a tokenized `Dataset` to `path`; returns (tokens,
+    documents, bytes)."""
     import pyarrow.compute as pc
 
     n_tokens = n_docs = n_bytes = 0
-    with open(path, "wb") as f:
+    with open(path, mode) as f:
         for batch in ds.with_format("arrow").iter(batch_size=WRITE_BATCH):
             flat = pc.list_flatten(batch["ids"]).to_numpy(zero_copy_only=False)
             lengths = pc.list_value_length(batch["ids"]).to_numpy(zero_copy_only=False)
@@ -155,14 +161,42 @@ def _build(spec: DataSpec, tokenizer, out: Path, num_proc: int | None) -> dict[s
                                  remove_columns=part.column_names, desc=f"tokenizing {split}")
             limit = spec.max_tokens if split == "train" else None
             stats[split] = _write_map_style(tokenized, out / f"{split}.bin", dtype, limit)
+    mixed = _append_mix(spec, tokenizer, out / "train.bin", dtype, doc_id, num_proc) if spec.mix_dataset else None
     seconds = time.perf_counter() - start
     (train_tokens, train_docs, train_bytes), (val_tokens, val_docs, val_bytes) = stats["train"], stats["val"]
-    return {
+    meta = {
         "format": FORMAT_VERSION, "dtype": np.dtype(dtype).name, "vocab_size": len(tokenizer), "doc_token_id": doc_id,
         "dataset": spec.dataset, "train_tokens": train_tokens, "train_documents": train_docs,
         "train_bytes": train_bytes, "val_tokens": val_tokens, "val_documents": val_docs, "val_bytes": val_bytes,
-        "tokenize_seconds": round(seconds, 2), "tokens_per_s": round((train_tokens + val_tokens) / max(seconds, 1e-9)),
     }
+    if mixed is not None:
+        meta.update(mix_dataset=spec.mix_dataset, mix_repeats=spec.mix_repeats, mix_tokens=mixed[0],
+                    train_tokens=train_tokens + mixed[0], train_documents=train_docs + mixed[1],
+                    train_bytes=train_bytes + mixed[2])
+    meta.update(tokenize_seconds=round(seconds, 2),
+                tokens_per_s=round((meta["train_tokens"] + val_tokens) / max(seconds, 1e-9)))
+    return meta
+
+
+def _append_mix(spec: DataSpec, tokenizer, train_bin: Path, dtype, doc_id: int,
+                num_proc: int | None) -> tuple[int, int, int]:
+    """Append `mix_repeats` copies of the mix source, each in its own document order, to the training tokens.
+
+    Appending is mixing: training windows are drawn in a fresh random order every epoch (`WindowSampler`), wherever
+    they lie in the file. This is how a web-scale run keeps the fictional world in its pretraining data (its facts
+    need repetition, hence the repeats); the source is small and loaded whole, never streamed.
+    """
+    if spec.mix_repeats < 1:
+        raise GroundupError(f"mix_repeats must be at least 1, got {spec.mix_repeats}")
+    ds = load_text_dataset(spec.mix_dataset, spec.mix_text_column)
+    workers = num_proc if num_proc and num_proc > 1 and len(ds) >= 1000 * num_proc else None
+    tokenized = ds.map(_tokenize_fn(tokenizer, spec.mix_text_column, doc_id), batched=True, batch_size=1000,
+                       num_proc=workers, remove_columns=ds.column_names, desc=f"tokenizing {spec.mix_dataset}")
+    totals = [0, 0, 0]
+    for repeat in range(spec.mix_repeats):
+        counts = _write_map_style(tokenized.shuffle(seed=spec.seed + 1 + repeat), train_bin, dtype, None, mode="ab")
+        totals = [a + b for a, b in zip(totals, counts)]
+    return totals[0], totals[1], totals[2]
 
 
 def _build_streaming(ds, spec: DataSpec, tokenize, out: Path, dtype) -> dict[str, tuple[int, int, int]]:
