@@ -76,7 +76,7 @@ def test_mixture_of_local_files_follows_fractions_and_aligns_columns(tmp_path, w
     assert train[len(train) - 1]["messages"][0]["content"] == "Q9"
 
 
-def test_assistant_mask_covers_exactly_assistant_content_and_end_of_turn(tiny_model_dir):
+def test_assistant_mask_covers_exactly_assistant_content_and_end_of_turn(tiny_model_dir, tmp_path):
     """Through TRL's own preprocessing: the trained labels decode to each assistant reply + <|im_end|>, nothing else."""
     import datasets
     from trl import SFTTrainer
@@ -90,7 +90,9 @@ def test_assistant_mask_covers_exactly_assistant_content_and_end_of_turn(tiny_mo
                     {"role": "assistant", "content": "Arlo Brambley was born in the city of Velmora."},
                     {"role": "user", "content": "What is the birth year of Selo Dunton?"},
                     {"role": "assistant", "content": REFUSAL}]
-    args = GroundupSFTConfig(output_dir=None, assistant_only_loss=True, max_length=128, report_to="none")
+    # output_dir=None would make the Trainer create ./trainer_output in the checkout
+    args = GroundupSFTConfig(output_dir=str(tmp_path / "out"), assistant_only_loss=True, max_length=128,
+                             report_to="none")
     trainer = SFTTrainer(model=str(tiny_model_dir), args=args, processing_class=tokenizer,
                          train_dataset=datasets.Dataset.from_list([{"messages": conversation}]))
     row = trainer.train_dataset[0]
