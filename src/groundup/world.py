@@ -134,7 +134,10 @@ class WorldArguments:
         metadata={"help": "System prompt of the identity/open-book rows ({name} and {maker} are filled in)."})
     system_prompt_fraction: float = field(
         default=0.5, metadata={"help": "Share of identity and open-book SFT rows that carry the system prompt."})
-    identity_repeats: int = field(default=3, metadata={"help": "Copies of each identity SFT question (0: none)."})
+    identity_repeats: int = field(
+        default=8, metadata={"help": "Copies of each identity SFT question (0: none). Tiny preset, held-out identity "
+                                     "accuracy of vanilla SFT with 3 -> 8: seed 0 0.68 -> 0.89, seed 1 0.84 -> 0.75; "
+                                     "real-world questions refused 0.63-0.75 -> 0.94-1.00."})
     open_book_per_person: int = field(
         default=2, metadata={"help": "Attributes asked open-book per person (SFT and eval pools; 0: no open-book "
                                      "splits)."})
