@@ -15,6 +15,7 @@ STAGES = {
     "sft": "groundup.sft",
     "probe": "groundup.probe",
     "dpo": "groundup.dpo",
+    "surprisal-init": "groundup.surprisal",
     "eval": "groundup.evaluation",
     "report": "groundup.report",
     "chat": "groundup.chat_cli",
@@ -32,6 +33,7 @@ stages:
   sft         supervised fine-tuning with TRL (full, LoRA, QLoRA)
   probe       sample the model k times per question: what does it know? writes IDK-SFT data and DPO pairs
   dpo         direct preference optimisation with TRL
+  surprisal-init  assemble a fine-tuned model and its base into a model that reads the base's surprisal
   eval        grade a model's answers: correct / incorrect / refused, hallucination and refusal rates
   report      the run's report card (markdown + plots)
   chat        chat with a model folder in the terminal

@@ -125,6 +125,8 @@ def load_model(path: str, model_args, trust_remote_code: bool = False, quantized
     """A causal LM from a folder or Hub id: safetensors only, remote code only when asked, fp32 unless `dtype` says."""
     from transformers import AutoModelForCausalLM
 
+    from . import surprisal  # noqa: F401  (registers groundup's surprisal-reading model type with the Auto classes)
+
     if err := _model_dir_error(path):
         raise err
     kwargs: dict[str, Any] = dict(revision=model_args.model_revision, trust_remote_code=trust_remote_code,

@@ -137,6 +137,8 @@ def load_model_and_tokenizer(model_id: str, trust_remote_code: bool = False, dty
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from . import surprisal  # noqa: F401  (registers groundup's surprisal-reading model type with the Auto classes)
+
     device = resolve_device(device)
     if dtype == "auto":
         torch_dtype = torch.float32 if device == "cpu" else "auto"

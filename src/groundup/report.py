@@ -18,7 +18,7 @@ from .jsonl import read_jsonl
 GRADES = ("correct", "incorrect", "refused")
 GRADE_COLOURS = {"correct": "#2a9d55", "incorrect": "#d1495b", "refused": "#8d99ae"}
 TIER_ORDER = ("frequent", "rare", "unseen")
-ARM_ORDER = ("base", "sft", "sft-idk", "dpo")
+ARM_ORDER = ("base", "sft", "sft-idk", "dpo", "sft-idk-surprisal")
 
 # The honesty targets of the tiny preset (issue: honesty); the report marks each as met or not.
 TARGETS = [
@@ -331,7 +331,7 @@ def write_report(run_dir: str | Path, title: str = "groundup run report") -> Pat
             md += ["![bits per byte](report/pretrain_bpb.png)", ""]
 
     finetune = {}
-    for stage in ("sft", "sft-idk", "dpo"):
+    for stage in ("sft", "sft-idk", "dpo", "sft-idk-surprisal"):
         series = _log_series(run_dir / stage / "train_log.jsonl", ("loss",))
         if series:
             finetune[stage] = series["loss"]
@@ -363,7 +363,7 @@ def write_report(run_dir: str | Path, title: str = "groundup run report") -> Pat
         md += open_book_section(closed, kinds["-open-book"], plots)
     if arms:
         md += ["## Targets", "", "| arm | target | value | met |", "|---|---|---:|---|"]
-        for arm in [a for a in [*closed, *heldout] if split_eval_name(a)[0] in ("sft-idk", "dpo")]:
+        for arm in [a for a in [*closed, *heldout] if split_eval_name(a)[0] in ("sft-idk", "dpo", "sft-idk-surprisal")]:
             for label, comparison, value, met in check_targets(arms[arm]["metrics"]):
                 md.append(f"| {arm} | {label} {comparison} | {_fmt(value)} | "
                           f"{'–' if met is None else ('yes' if met else '**no**')} |")

@@ -1,7 +1,7 @@
 """`groundup speedrun --preset tiny [--run-dir DIR] [--from STAGE]`: every stage of a preset, in order.
 
-world -> tokenizer -> pretrain -> sft -> probe -> sft-idk -> dpo -> eval (every arm, both phrasings; chat arms also on
-identity and open-book questions) -> report.
+world -> tokenizer -> pretrain -> sft -> probe -> sft-idk -> dpo -> surprisal-init -> sft-idk-surprisal -> eval (every
+arm, both phrasings; chat arms also on identity and open-book questions) -> report.
 
 Each step runs `groundup STAGE --config <its YAML>` in this process (importing torch and TRL once saves a minute on
 a small CPU run). A step is skipped when its output exists: every stage writes its output atomically, so existence
@@ -42,6 +42,7 @@ ARMS = [
     ("sft", "sft", "eval.yaml"),
     ("sft-idk", "sft-idk", "eval.yaml"),
     ("dpo", "dpo", "eval.yaml"),
+    ("sft-idk-surprisal", "sft-idk-surprisal", "eval.yaml"),
 ]
 # Question files (output folder suffix, split): eval people asked in the training phrasings, then in phrasings never
 # used in training; then, for chat arms only, identity questions (held-out phrasings) and open-book questions.
@@ -58,6 +59,9 @@ def plan() -> list[Step]:
         Step("probe", "probe", "probe.yaml", "probe"),
         Step("sft-idk", "sft", "sft_idk.yaml", "sft-idk"),
         Step("dpo", "dpo", "dpo.yaml", "dpo"),
+        # IDK-SFT on a model that also reads the base's per-token surprisal (src/groundup/surprisal.py)
+        Step("surprisal-init", "surprisal-init", "surprisal_init.yaml", "sft-surprisal-init"),
+        Step("sft-idk-surprisal", "sft", "sft_idk_surprisal.yaml", "sft-idk-surprisal"),
     ]
     for arm, model, config in ARMS:
         for suffix, questions in EVAL_SPLITS + (CHAT_EVAL_SPLITS if arm != "base" else []):

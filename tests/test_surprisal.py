@@ -1,0 +1,89 @@
+"""The surprisal-reading model: assembly, the feature it computes, save/load, generation, and LoRA training with TRL."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from groundup.errors import GroundupError
+from groundup.surprisal import SurprisalGPT2LMHeadModel, assemble, main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+QUESTIONS = ["In which city was Arel Bram born?", "What is your name?"]
+
+
+@pytest.fixture(scope="module")
+def assembled(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("surprisal") / "init"
+    main(["--base", str(tiny_model_dir), "--model", str(tiny_model_dir), "--output_dir", str(out)])
+    return out
+
+
+def _inputs(tokenizer, texts):
+    tokenizer.padding_side = "left"
+    return tokenizer(texts, return_tensors="pt", padding=True)
+
+
+def test_assembled_model_starts_as_the_model_it_was_built_from(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    model = assemble(tiny_model_dir, tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch = _inputs(tokenizer, QUESTIONS)
+    with torch.no_grad():
+        mask = batch["attention_mask"].bool()
+        position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+        expected = plain(**batch, position_ids=position_ids).logits[mask]
+        assert torch.allclose(model(**batch).logits[mask], expected, atol=1e-5)
+        # the feature: -log P_reference(token | prefix), 0 on the first token and on padding
+        s = model.transformer.surprisal(batch["input_ids"], batch["attention_mask"], position_ids)
+        logp = torch.log_softmax(plain(**batch, position_ids=position_ids).logits, -1)
+        ids = batch["input_ids"]
+        manual = -logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0] * batch["attention_mask"][:, 1:]
+        assert torch.allclose(s[:, 1:], manual, atol=1e-4)
+        assert (s[~mask] == 0).all() and (s[:, 0] == 0).all() and (s[mask] >= 0).all()
+
+
+def test_folder_loads_through_the_auto_classes_and_generates_like_its_source(assembled, tiny_model_dir):
+    from groundup.generation import HFGenerator, load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(assembled))
+    assert isinstance(model, SurprisalGPT2LMHeadModel)
+    plain, plain_tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
+    ours = HFGenerator(model=model, tokenizer=tokenizer, max_new_tokens=8, progress=False).generate(QUESTIONS)
+    theirs = HFGenerator(model=plain, tokenizer=plain_tokenizer, max_new_tokens=8, progress=False).generate(QUESTIONS)
+    assert ours == theirs  # the feature starts at zero; generation recomputes the prefix without a cache
+
+
+def test_a_base_of_another_shape_is_one_clear_line(tiny_model_dir, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=16, n_layer=1, n_head=2, n_positions=32)).save_pretrained(
+        tmp_path / "other")
+    with pytest.raises(GroundupError, match="differ in shape"):
+        assemble(tmp_path / "other", tiny_model_dir)
+
+
+def test_lora_idk_sft_trains_the_feature_and_leaves_the_reference_alone(assembled, world_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from groundup.sft import main as sft_main
+
+    out = tmp_path / "trained"
+    sft_main(["--model_name_or_path", str(assembled), "--dataset_name", str(world_dir), "--world_unanswerable",
+              "refuse", "--output_dir", str(out), "--assistant_only_loss", "true", "--packing", "false",
+              "--max_length", "128", "--per_device_train_batch_size", "16", "--max_steps", "4",
+              "--learning_rate", "5e-3", "--use_peft", "true", "--lora_r", "4",
+              "--lora_target_modules", r"transformer\.h\.\d+\.(attn\.c_attn|mlp\.c_fc)",
+              "--lora_modules_to_save", "surprisal_embedding", "lm_head", "--save_strategy", "no",
+              "--report_to", "none", "--eval_strategy", "no", "--dataloader_pin_memory", "false"])
+    before = AutoModelForCausalLM.from_pretrained(assembled)
+    after = AutoModelForCausalLM.from_pretrained(out)
+    assert isinstance(after, SurprisalGPT2LMHeadModel)
+    assert before.transformer.surprisal_embedding.weight.abs().sum() == 0
+    assert after.transformer.surprisal_embedding.weight.abs().sum() > 0  # TRL's fused LM head calls the backbone
+    for name, value in before.transformer.reference.state_dict().items():
+        assert torch.equal(value, after.transformer.reference.state_dict()[name]), name
+    assert not torch.equal(before.transformer.h[0].attn.c_attn.weight, after.transformer.h[0].attn.c_attn.weight)
