@@ -10,8 +10,8 @@ from groundup.speedrun import plan
 
 from .conftest import PYTHON, REPO
 
-ARMS = ["base", "sft", "sft-idk", "dpo"]
-MODEL_FOLDERS = ["base", "sft", "sft-idk", "dpo"]
+ARMS = ["base", "sft", "sft-idk", "dpo", "sft-idk-surprisal"]
+MODEL_FOLDERS = ["base", "sft", "sft-idk", "dpo"]  # sft-idk-surprisal has its own model type: it needs groundup
 
 
 def _speedrun(run_dir, *extra):
