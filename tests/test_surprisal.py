@@ -87,3 +87,14 @@ def test_lora_idk_sft_trains_the_feature_and_leaves_the_reference_alone(assemble
     for name, value in before.transformer.reference.state_dict().items():
         assert torch.equal(value, after.transformer.reference.state_dict()[name]), name
     assert not torch.equal(before.transformer.h[0].attn.c_attn.weight, after.transformer.h[0].attn.c_attn.weight)
+
+
+def test_chat_and_inspect_load_it(assembled, tmp_path):
+    from groundup.chat_cli import load_chat_model
+    from groundup.inspection import InspectArguments, inspect_model
+
+    _, model = load_chat_model(str(assembled))
+    assert isinstance(model, SurprisalGPT2LMHeadModel)
+    pictures = inspect_model(InspectArguments(model=str(assembled), prompt=QUESTIONS[0], max_new_tokens=3,
+                                              output_dir=str(tmp_path / "inspect")))
+    assert len(pictures) == model.config.n_layer + 1 and all(p.stat().st_size > 0 for p in pictures)

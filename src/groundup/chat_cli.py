@@ -28,6 +28,8 @@ def fit_history(tokenizer, messages: list[dict], budget: int) -> list[dict]:
 def load_chat_model(folder: str, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from . import surprisal  # noqa: F401  (registers groundup's surprisal-reading model type with the Auto classes)
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust_remote_code,

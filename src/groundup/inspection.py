@@ -114,6 +114,8 @@ def plot_candidates(steps, path: Path) -> Path:
 def inspect_model(args: InspectArguments) -> list[Path]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from . import surprisal  # noqa: F401  (registers groundup's surprisal-reading model type with the Auto classes)
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
         # eager attention: SDPA kernels do not return attention probabilities
