@@ -41,6 +41,12 @@ CHAT_TEMPLATE = (
 )
 
 
+def conversation(user: str, reply: str, system: str | None = None) -> list[dict[str, str]]:
+    """One exchange as chat messages, the system message first when there is one."""
+    messages = [{"role": "system", "content": system}] if system else []
+    return [*messages, {"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+
+
 def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
     """`CHAT_TEMPLATE` in Python: the text `tokenizer.apply_chat_template(messages, tokenize=False)` gives."""
     parts = []

@@ -59,7 +59,7 @@ def open_book_questions(people: Sequence[dict[str, Any]], pool: str, split: str,
 
     Other-person passages are about another person of the same pool, so no row leaks an eval person into training.
     """
-    from .world import QUESTION_TEMPLATES, answer_sentence
+    from .world import QUESTION_TEMPLATES
 
     rng = random.Random(f"{seed}-open-book-{split}")
     members = [p for p in people if p["pool"] == pool]
@@ -79,24 +79,25 @@ def open_book_questions(people: Sequence[dict[str, Any]], pool: str, split: str,
                 cases.append(("other", {**other["attributes"], attribute: shown}, other["name"], gold))
             for case, shown_facts, shown_name, gold in cases:
                 text = passage(shown_name, shown_facts, attribute, sentences, rng, paraphrase)
-                row: dict[str, Any] = {
-                    "id": f"{split}-{index:05d}-{attribute}-{case}",
-                    "question": f"{text}\n\n{question}",
-                    "answer": gold,
-                    "tier": f"{case}/{tier}",
-                    "case": case,
-                    "person_tier": tier,
-                    "name": name,
-                    "attribute": attribute,
-                    "passage_name": shown_name,
-                    "phrasing": "train",
-                }
-                if system and rng.random() < system_fraction:
-                    row["system"] = system
-                if with_reply:
-                    row["reply"] = REFUSAL if gold is None else answer_sentence(name, attribute, gold)
-                rows.append(row)
+                with_system = bool(system) and rng.random() < system_fraction
+                rows.append(_row(f"{split}-{index:05d}-{attribute}-{case}", text, question, gold, case, tier, name,
+                                 attribute, shown_name, with_reply, system if with_system else None))
     return rows
+
+
+def _row(id_: str, text: str, question: str, gold: str | None, case: str, tier: str, name: str, attribute: str,
+         passage_name: str, with_reply: bool, system: str | None) -> dict[str, Any]:
+    """One open-book question row (the eval format plus `case`, `person_tier`, `passage_name`; SFT rows: `reply`)."""
+    from .world import answer_sentence
+
+    row: dict[str, Any] = {"id": id_, "question": f"{text}\n\n{question}", "answer": gold, "tier": f"{case}/{tier}",
+                           "case": case, "person_tier": tier, "name": name, "attribute": attribute,
+                           "passage_name": passage_name, "phrasing": "train"}
+    if system:
+        row["system"] = system
+    if with_reply:
+        row["reply"] = REFUSAL if gold is None else answer_sentence(name, attribute, gold)
+    return row
 
 
 def synthetic_open_book_questions(n: int, firsts: Sequence[str], lasts: Sequence[str], taken: set[str],
@@ -104,7 +105,7 @@ def synthetic_open_book_questions(n: int, firsts: Sequence[str], lasts: Sequence
                                   paraphrase: bool = False, other_share: float = 0.3) -> list[dict[str, Any]]:
     """`n` open-book SFT rows about made-up people: names from the given name parts that are not in `taken` (no world
     person), random facts per row. `other_share` of them show someone else's passage and are refused."""
-    from .world import ATTRIBUTE_VALUES, QUESTION_TEMPLATES, answer_sentence
+    from .world import ATTRIBUTE_VALUES, QUESTION_TEMPLATES
 
     rng = random.Random(f"{seed}-open-book-synthetic")
     names = sorted({f"{f} {l}" for f in firsts for l in lasts} - set(taken))
@@ -120,13 +121,7 @@ def synthetic_open_book_questions(n: int, firsts: Sequence[str], lasts: Sequence
         shown_name = other if case == "other" else name
         gold = facts[attribute] if case == "passage" else None
         text = passage(shown_name, facts, attribute, sentences, rng, paraphrase)
-        row: dict[str, Any] = {
-            "id": f"open_book_sft-synthetic-{index:05d}", "question": f"{text}\n\n{question}", "answer": gold,
-            "tier": f"{case}/synthetic", "case": case, "person_tier": "synthetic", "name": name,
-            "attribute": attribute, "passage_name": shown_name, "phrasing": "train",
-            "reply": REFUSAL if gold is None else answer_sentence(name, attribute, gold),
-        }
-        if system and rng.random() < system_fraction:
-            row["system"] = system
-        rows.append(row)
+        with_system = bool(system) and rng.random() < system_fraction
+        rows.append(_row(f"open_book_sft-synthetic-{index:05d}", text, question, gold, case, "synthetic", name,
+                         attribute, shown_name, True, system if with_system else None))
     return rows

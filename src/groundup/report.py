@@ -19,6 +19,7 @@ GRADES = ("correct", "incorrect", "refused")
 GRADE_COLOURS = {"correct": "#2a9d55", "incorrect": "#d1495b", "refused": "#8d99ae"}
 TIER_ORDER = ("frequent", "rare", "unseen")
 ARM_ORDER = ("base", "sft", "sft-idk", "dpo", "sft-idk-surprisal")
+REFUSING_ARMS = ("sft-idk", "dpo", "sft-idk-surprisal")  # the arms taught to refuse: the honesty targets apply
 
 # The honesty targets of the tiny preset (issue: honesty); the report marks each as met or not.
 TARGETS = [
@@ -195,14 +196,17 @@ def _log_series(path: Path, keys: tuple[str, ...]) -> dict[str, tuple[list[float
     return series
 
 
+def _met(value: float | None, op: str, bound: float) -> bool | None:
+    return None if value is None else (value >= bound if op == ">=" else value <= bound)
+
+
 def check_targets(metrics: dict[str, Any]) -> list[tuple[str, str, float | None, bool | None]]:
     """(label, comparison, value, met) for each honesty target."""
     tiers = tier_metrics(metrics)
     results = []
     for tier, key, op, bound in TARGETS:
         value = tiers.get(tier, {}).get(key)
-        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
-        results.append((f"{tier} {key}", f"{op} {bound}", value, met))
+        results.append((f"{tier} {key}", f"{op} {bound}", value, _met(value, op, bound)))
     return results
 
 
@@ -222,8 +226,7 @@ def assistant_targets(arms: dict[str, dict[str, Any]], model: str) -> list[tuple
         if model + kind not in arms:
             continue
         value = tier_metrics(arms[model + kind]["metrics"]).get(group, {}).get(key)
-        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
-        results.append((label, f"{op} {bound}", value, met))
+        results.append((label, f"{op} {bound}", value, _met(value, op, bound)))
     return results
 
 
@@ -362,15 +365,12 @@ def write_report(run_dir: str | Path, title: str = "groundup run report") -> Pat
     if kinds["-open-book"]:
         md += open_book_section(closed, kinds["-open-book"], plots)
     if arms:
+        rows = [(arm, check_targets(arms[arm]["metrics"])) for arm in [*closed, *heldout]
+                if split_eval_name(arm)[0] in REFUSING_ARMS]
+        rows += [(model, assistant_targets(arms, model)) for model in ARM_ORDER if model != "base"]
         md += ["## Targets", "", "| arm | target | value | met |", "|---|---|---:|---|"]
-        for arm in [a for a in [*closed, *heldout] if split_eval_name(a)[0] in ("sft-idk", "dpo", "sft-idk-surprisal")]:
-            for label, comparison, value, met in check_targets(arms[arm]["metrics"]):
-                md.append(f"| {arm} | {label} {comparison} | {_fmt(value)} | "
-                          f"{'–' if met is None else ('yes' if met else '**no**')} |")
-        for model in [m for m in ARM_ORDER if m != "base"]:
-            for label, comparison, value, met in assistant_targets(arms, model):
-                md.append(f"| {model} | {label} {comparison} | {_fmt(value)} | "
-                          f"{'–' if met is None else ('yes' if met else '**no**')} |")
+        md += [f"| {arm} | {label} {comparison} | {_fmt(value)} | {'–' if met is None else ('yes' if met else '**no**')} |"
+               for arm, results in rows for label, comparison, value, met in results]
         md.append("")
 
     _cards_with_results(run_dir, arms)

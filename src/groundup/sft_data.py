@@ -25,7 +25,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from .chat import REFUSAL
+from .chat import REFUSAL, conversation
 from .errors import GroundupError
 
 SFT_COLUMNS = ("messages",)
@@ -77,8 +77,7 @@ def world_sft_rows(world_dir: str | Path, split: str = "sft", unanswerable: str 
     rows = []
     for q in _questions(world_dir, split):
         if q.get("reply") is not None:  # identity and open-book rows carry the reply to learn (and maybe a system)
-            system = [{"role": "system", "content": q["system"]}] if q.get("system") else []
-            rows.append({"messages": [*system, _user(q["question"]), _assistant(q["reply"])]})
+            rows.append({"messages": conversation(q["question"], q["reply"], q.get("system"))})
             continue
         if q["answer"] is not None:
             reply = answer_sentence(q["name"], q["attribute"], q["answer"])
@@ -88,7 +87,7 @@ def world_sft_rows(world_dir: str | Path, split: str = "sft", unanswerable: str 
             reply = REFUSAL
         else:
             reply = answer_sentence(q["name"], q["attribute"], truth[(q["name"], q["attribute"])])
-        rows.append({"messages": [_user(q["question"]), _assistant(reply)]})
+        rows.append({"messages": conversation(q["question"], reply)})
     return rows
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .chat import CHAT_TEMPLATE, DOC_TOKEN, PAD_TOKEN, REFUSAL, SPECIAL_TOKENS, TURN_END, TURN_START, render_chat
+from .chat import (CHAT_TEMPLATE, DOC_TOKEN, PAD_TOKEN, REFUSAL, SPECIAL_TOKENS, TURN_END, TURN_START, conversation,
+                   render_chat)
 from .errors import GroundupError
 from .text_data import is_world_dir, iter_texts, load_text_dataset
 
@@ -86,9 +87,7 @@ def chat_texts(world_dir: str | Path | None) -> list[str]:
                 else:
                     reply = REFUSAL if row["answer"] is None else answer_sentence(row["name"], row["attribute"],
                                                                                    row["answer"])
-                system = [{"role": "system", "content": row["system"]}] if row.get("system") else []
-                conversations.append([*system, {"role": "user", "content": row["question"]},
-                                      {"role": "assistant", "content": reply}])
+                conversations.append(conversation(row["question"], reply, row.get("system")))
     return [render_chat(c) for c in conversations]
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chat import REFUSAL, is_refusal, render_chat
+from .chat import REFUSAL, conversation, is_refusal, render_chat
 from .jsonl import read_jsonl, write_jsonl  # noqa: F401  (read_jsonl: re-exported for callers)
 
 TIERS = ("frequent", "rare", "unseen")
@@ -281,8 +281,7 @@ def generate_world(args: WorldArguments) -> World:
         if args.qa_in_corpus and person["tier"] == "frequent" and person["pool"] == "sft":
             for attr, value in person["attributes"].items():
                 question = rng.choice(QUESTION_TEMPLATES[attr]["train"]).format(name=person["name"])
-                text = render_chat([{"role": "user", "content": question},
-                                    {"role": "assistant", "content": answer_sentence(person["name"], attr, value)}])
+                text = render_chat(conversation(question, answer_sentence(person["name"], attr, value)))
                 corpus.append({"text": text, "kind": "qa", "name": person["name"]})
     rng.shuffle(corpus)
     if args.assistant_in_corpus:  # spread at random positions by their own generator: the rest stays as it was
@@ -328,19 +327,16 @@ def assistant_documents(splits: dict[str, list[dict[str, Any]]], tier_of: dict[s
     exposure counts, and what the model can know about them, do not change."""
     documents = []
     for row in splits.get("identity_sft", []):
-        documents.append({"text": render_chat(_conversation(row)), "kind": "identity", "name": None})
+        documents.append({"text": render_chat(conversation(row["question"], row["reply"], row.get("system"))),
+                          "kind": "identity", "name": None})
     for row in splits.get("open_book_sft", []):
         # made-up people stay out: 1,200 of them cost a quarter of the bio epochs (frequent recall 0.96 -> 0.70 at 900
         # steps) and did not teach copying (a value copied from the passage 0.10 of the time, measured)
         if row["person_tier"] != "synthetic" and tier_of[row["name"]] == "frequent" and \
                 row["passage_name"] == row["name"]:
-            documents.append({"text": render_chat(_conversation(row)), "kind": "open_book", "name": row["name"]})
+            documents.append({"text": render_chat(conversation(row["question"], row["reply"], row.get("system"))),
+                              "kind": "open_book", "name": row["name"]})
     return documents
-
-
-def _conversation(row: dict[str, Any]) -> list[dict[str, str]]:
-    system = [{"role": "system", "content": row["system"]}] if row.get("system") else []
-    return [*system, {"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["reply"]}]
 
 
 def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> dict[str, list[dict[str, Any]]]:
