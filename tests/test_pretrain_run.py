@@ -66,8 +66,9 @@ def test_output_folder_is_a_complete_hugging_face_model(base_dir, tokenizer_dir)
     results = json.loads((base_dir / "pretrain_results.json").read_text())
     assert results["steps"] == 20 and results["tokens"] == 20 * 4 * 32
     assert set(results["recall"]) == {"frequent", "rare", "unseen"}
+    assert set(results["copy_check"]) == {"repeated", "first"}  # 20 steps: no copying yet
     card = (base_dir / "README.md").read_text()
-    assert "pretraining" in card and "validation bits per byte" in card
+    assert "pretraining" in card and "validation bits per byte" in card and "copy check" in card
     assert f'pipeline("text-generation", "{base_dir}")' in card  # the real folder, not the staging one
     assert not (base_dir.parent / "base.checkpoints" / "checkpoint-0000020").exists()  # save_steps 0: none
     assert not [p for p in base_dir.parent.iterdir() if p.name.startswith(".")]  # no staging folder left

@@ -612,6 +612,9 @@ def save_output(trainer: Trainer, args: PretrainArguments, out: Path, results: d
         figures["MFU"] = f"{100 * results['mfu']:.1f}%"
     for tier, r in (results.get("recall") or {}).items():
         figures[f"greedy {results['recall_attribute']} recall, {tier}"] = f"{r['accuracy']:.2f} (n={r['n']})"
+    if results.get("copy_check"):
+        figures["copy check: repeated random tokens predicted (first sayings)"] = (
+            f"{results['copy_check']['repeated']:.2f} ({results['copy_check']['first']:.2f})")
     write_model_card(
         out, title=f"groundup base model ({Path(args.output_dir).name})",
         summary=(f"A {results['parameters'] / 1e6:.2f}M-parameter GPT-2 pretrained from scratch by groundup on "
@@ -702,10 +705,14 @@ def main(argv: list[str] | None = None) -> Path | None:
     }
     distributed = accelerator.distributed_type.value if hasattr(accelerator.distributed_type, "value") else ""
     world = next((d for d in (args.dataset, args.mix_dataset) if d and is_world_dir(d)), None)
-    if args.recall_check and world and accelerator.is_main_process and distributed not in ("FSDP", "DEEPSPEED"):
+    if accelerator.is_main_process and distributed not in ("FSDP", "DEEPSPEED"):  # sharded: no whole model here
+        from .inspection import copy_check
+
         model = accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
-        results["recall_attribute"] = "birth_city"
-        results["recall"] = world_recall(model, tokenizer, world)
+        results["copy_check"] = copy_check(model, tokenizer)
+        if args.recall_check and world:
+            results["recall_attribute"] = "birth_city"
+            results["recall"] = world_recall(model, tokenizer, world)
     command = "accelerate launch recipes/pretrain.py " + " ".join(argv)
     out = Path(args.output_dir)
     accelerator.wait_for_everyone()
@@ -722,6 +729,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         + (f"; val loss {results['val_loss']:.4f}, {results['val_bpb']:.4f} bits/byte" if results["val_bpb"] else "")
         + ("; birth-city recall " + ", ".join(f"{t} {r['accuracy']:.2f}" for t, r in recall.items()) if recall
            else "")
+        + (f"; copies from context {results['copy_check']['repeated']:.2f} of repeated tokens"
+           if results.get("copy_check") else "")
         + f" -> {out}")
     if accelerator.is_main_process:
         from .hub import push_after_stage
