@@ -26,7 +26,7 @@ def test_generation_is_deterministic_and_can_be_turned_off_without_changing_the_
     assert first.questions == again.questions
     assert {"identity_sft", "identity_eval", "open_book_sft", "open_book_eval"} <= set(first.questions)
     bare = generate_world(WorldArguments(**args, identity_repeats=0, open_book_per_person=0))
-    assert set(bare.questions) == {"sft", "probe", "eval", "eval_heldout"}
+    assert set(bare.questions) == {"sft", "probe", "eval", "eval_heldout", "rephrased"}
     assert {d["kind"] for d in bare.corpus} == {"bio", "qa"}
     # own random streams: everything else is as it was (the corpus too, when it leaves the conversations out)
     def strip(people):  # exposures differ: open-book documents mention frequent SFT-pool people once more

@@ -8,6 +8,7 @@ import pytest
 
 from groundup.chat import REFUSAL
 from groundup.configs import parse_config
+from groundup.errors import GroundupError
 from groundup.probe import ProbeArguments, build_training_data, entropy, main, probe_questions, probe_summary
 from groundup.world import ATTRIBUTE_VALUES, answer_sentence, read_jsonl
 
@@ -132,6 +133,33 @@ def test_sft_pool_rows_keep_the_model_answering():
     assert stats["idk_sft_sft_pool_dropped"] == 1 and len(pairs) == 2
 
 
+def test_rephrasings_take_the_label_of_the_question_they_rephrase():
+    records = list(_records().values())
+    sft_rows = [_row(10, "Gus Ith", "Velmora", "frequent"), _row(11, "Hal Jor", "Korvath", "rare")]
+
+    def rephrase(source):
+        return {"id": f"r-{source['id']}", "question": f"Tell me the birthplace of {source['name']}.",
+                "answer": source["answer"], "rephrases": source["id"]}
+
+    rephrasings = [rephrase(r) for r in [*ROWS, *sft_rows]]
+    idk, pairs, stats = build_training_data(records, CANDS, _args(), sft_rows, [CITIES] * 2, rephrasings)
+    by_q = {row["messages"][0]["content"]: row["messages"][1]["content"] for row in idk}
+    assert by_q["Tell me the birthplace of Ana Bell."] == _say("Ana Bell", "Velmora")  # known
+    assert by_q["Tell me the birthplace of Bo Cald."] == REFUSAL  # unknown
+    assert by_q["Tell me the birthplace of Gus Ith."] == _say("Gus Ith", "Velmora")  # SFT pool, frequent
+    # left out with the question they rephrase: borderline (dropped) and rare SFT-pool people
+    assert "Tell me the birthplace of Cy Dun." not in by_q and "Tell me the birthplace of Hal Jor." not in by_q
+    assert stats["idk_sft_rephrased"] == 5  # Ana, Bo, Di, Fay (probe) + Gus (SFT pool)
+    assert len(pairs) == len(build_training_data(records, CANDS, _args())[1])  # DPO pairs unchanged
+
+    # rephrase_refusals false: answers only
+    idk, _, stats = build_training_data(records, CANDS, _args(rephrase_refusals=False), sft_rows, [CITIES] * 2,
+                                        rephrasings)
+    questions = {row["messages"][0]["content"] for row in idk}
+    assert {"Tell me the birthplace of Ana Bell.", "Tell me the birthplace of Gus Ith."} <= questions
+    assert "Tell me the birthplace of Bo Cald." not in questions and stats["idk_sft_rephrased"] == 2
+
+
 def test_summary_auroc():
     summary = probe_summary(list(_records().values()))
     assert summary["labels"] == {"known": 1, "borderline": 2, "unknown": 3}
@@ -151,6 +179,7 @@ def test_probe_stage_on_tiny_model(tiny_model_dir, world_dir, tmp_path):
     main(["--config", str(REPO / "recipes" / "tiny" / "probe.yaml"), "--model", str(tiny_model_dir),
           "--questions", str(world_dir / "questions" / "probe.jsonl"),
           "--sft_questions", str(world_dir / "questions" / "sft.jsonl"), "--output_dir", str(out),
+          "--rephrasings", str(world_dir / "questions" / "rephrased.jsonl"),
           "--num_samples", "3", "--max_new_tokens", "4", "--limit", "12", "--progress", "false"])
     assert sorted(p.name for p in out.iterdir()) == ["dpo_pairs.jsonl", "idk_sft.jsonl", "probe.jsonl",
                                                      "probe_metrics.json", "recipe.yaml"]
@@ -162,3 +191,15 @@ def test_probe_stage_on_tiny_model(tiny_model_dir, world_dir, tmp_path):
     idk = read_jsonl(out / "idk_sft.jsonl")
     assert sum(r["messages"][1]["content"] == REFUSAL for r in idk) >= 12  # probe unknowns + unseen SFT people
     assert any(r["messages"][1]["content"] != REFUSAL for r in idk)  # frequent SFT people are still answered
+
+    # the world's rephrased questions join with the labels of the questions they rephrase; a wrong file is refused
+    (args,) = parse_config([ProbeArguments], ["--config", str(REPO / "recipes" / "tiny" / "probe.yaml")])
+    assert args.rephrasings == "runs/tiny/data/questions/rephrased.jsonl"
+    summary_rephrased = summary["training_data"]["idk_sft_rephrased"]
+    rephrased = {r["question"] for r in read_jsonl(world_dir / "questions" / "rephrased.jsonl")}
+    assert summary_rephrased == sum(r["messages"][0]["content"] in rephrased for r in idk) >= 12  # the 12 unknowns
+    for bad, error in [("eval.jsonl", "has no 'rephrases' key"), ("rephrased.jsonl", "no row rephrases")]:
+        with pytest.raises(GroundupError, match=error):  # before any model is loaded
+            main(["--config", str(REPO / "recipes" / "tiny" / "probe.yaml"), "--model", "no/such/model",
+                  "--questions", str(world_dir / "questions" / "eval.jsonl"), "--sft_questions", "null",
+                  "--rephrasings", str(world_dir / "questions" / bad), "--output_dir", str(tmp_path / "bad")])

@@ -108,6 +108,27 @@ def test_heldout_phrasings_are_never_used_in_training(world_dir):
             assert question not in corpus and question not in finetuning
 
 
+def test_rephrased_split_uses_only_its_own_wording_and_names_a_training_question(world_dir):
+    def key(template):
+        before, after = template.split("{name}")
+        return before + "|" + after
+    rephrase = {key(t) for a in QUESTION_TEMPLATES.values() for t in a["rephrase"]}
+    others = {key(t) for a in QUESTION_TEMPLATES.values() for t in a["train"] + a["heldout"]}
+    assert not rephrase & others
+    questions = world_dir / "questions"
+    sources = {r["id"]: r for split in ("sft", "probe") for r in read_jsonl(questions / f"{split}.jsonl")}
+    rows = read_jsonl(questions / "rephrased.jsonl")
+    # one per person x attribute of the SFT and probe pools
+    assert len(rows) == len({(r["name"], r["attribute"]) for r in sources.values()})
+    corpus = (world_dir / "corpus.jsonl").read_text()
+    for row in rows:
+        source = sources[row["rephrases"]]
+        assert (row["name"], row["attribute"], row["answer"], row["tier"]) == (
+            source["name"], source["attribute"], source["answer"], source["tier"])
+        assert row["phrasing"] == "rephrase" and key(row["question"].replace(row["name"], "{name}")) in rephrase
+        assert row["question"] not in corpus  # never in pretraining
+
+
 def test_no_attribute_value_looks_like_a_refusal_or_contains_another_candidate():
     for attribute, values in ATTRIBUTE_VALUES.items():
         assert len(set(values)) == len(values)
@@ -127,13 +148,13 @@ def test_templates_never_read_as_another_attribute():
                     for q in qs:
                         assert not q.startswith(p) and not p.startswith(q), (p, q)
     for attribute, phrasings in QUESTION_TEMPLATES.items():
-        for template in phrasings["train"] + phrasings["heldout"]:
+        for template in phrasings["train"] + phrasings["heldout"] + phrasings["rephrase"]:
             text = template.replace("{name}", "").lower()
             assert any(k in text for k in QUESTION_KEYWORDS[attribute]), template
             for other, keywords in QUESTION_KEYWORDS.items():
                 if other != attribute:
                     assert not any(k in text for k in keywords), (template, other)
-        for template in phrasings["train"] + phrasings["heldout"] + BIO_TEMPLATES[attribute]:
+        for template in phrasings["train"] + phrasings["heldout"] + phrasings["rephrase"] + BIO_TEMPLATES[attribute]:
             assert not is_refusal(template)
 
 

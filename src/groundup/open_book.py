@@ -18,7 +18,9 @@ Made-up people (`synthetic_open_book_questions`, off by default): passages about
 with facts drawn afresh for every row, so only copying (or, for someone else's passage, refusing) can answer them.
 Measured on the tiny preset: trained on world people only, even 10 epochs of open-book SFT memorised their passages
 (training token accuracy 0.99) and copied nothing on eval people (contradicting passage won 0.03); with 1,200 made-up
-people the models still copied a value on only 0.09-0.17 of those training rows (chance 0.06).
+people the models still copied a value on only 0.09-0.17 of those training rows (chance 0.06). The reason is upstream:
+the tiny base model cannot copy from its context at all (`inspection.copy_check` 0.00: no induction heads), and
+pretraining it on restated facts or repeated random sequences did not grow the circuit (README, working memory).
 """
 
 from __future__ import annotations
@@ -100,15 +102,14 @@ def _row(id_: str, text: str, question: str, gold: str | None, case: str, tier: 
     return row
 
 
-def synthetic_open_book_questions(n: int, firsts: Sequence[str], lasts: Sequence[str], taken: set[str],
-                                  sentences: int, system: str | None, system_fraction: float, seed: int,
-                                  paraphrase: bool = False, other_share: float = 0.3) -> list[dict[str, Any]]:
-    """`n` open-book SFT rows about made-up people: names from the given name parts that are not in `taken` (no world
-    person), random facts per row. `other_share` of them show someone else's passage and are refused."""
+def synthetic_open_book_questions(n: int, names: Sequence[str], sentences: int, system: str | None,
+                                  system_fraction: float, seed: int, paraphrase: bool = False,
+                                  other_share: float = 0.3) -> list[dict[str, Any]]:
+    """`n` open-book SFT rows about made-up people (`names`, no one in the world), random facts per row.
+    `other_share` of them show someone else's passage and are refused."""
     from .world import ATTRIBUTE_VALUES, QUESTION_TEMPLATES
 
     rng = random.Random(f"{seed}-open-book-synthetic")
-    names = sorted({f"{f} {l}" for f in firsts for l in lasts} - set(taken))
     if len(names) < 2:
         raise ValueError("no names left for made-up open-book people: raise name_pool_size")
     rows = []
@@ -125,3 +126,4 @@ def synthetic_open_book_questions(n: int, firsts: Sequence[str], lasts: Sequence
         rows.append(_row(f"open_book_sft-synthetic-{index:05d}", text, question, gold, case, "synthetic", name,
                          attribute, shown_name, True, system if with_system else None))
     return rows
+

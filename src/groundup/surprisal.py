@@ -1,5 +1,5 @@
 """A GPT-2 that also reads how surprised its pretrained base is by every token: an honesty arm that refuses unseen
-people it was never trained on (tiny preset: unseen refusal 0.99 / 0.91 on two seeds, against 0.41 / 0.31 for IDK-SFT).
+people it was never trained on (tiny preset: unseen refusal 0.99 / 0.89 on two seeds, against 0.39 / 0.34 for IDK-SFT).
 
 Why (measured on the tiny preset, README "Where the honesty results stand"): the base model knows whom it has seen —
 its log P(last name | first name) separates frequent from unseen people perfectly — but that signal is never a hidden
@@ -15,8 +15,9 @@ IDK-SFT can only memorise which training names to refuse. Handing the network th
   initialisation, so the assembled model starts out exactly as the fine-tuned model it was built from.
 
 Costs and limits, said plainly: two forward passes per token, no KV cache (generation recomputes the prefix), any
-surprising token reads as unfamiliar (question phrasings never trained on are refused nearly always), and a
-model type of its own: the folder loads with `AutoModelForCausalLM` once `groundup.surprisal` is imported (groundup's
+surprising token can read as unfamiliar (without the world's `rephrased` questions in its IDK-SFT data it refused
+nearly every question phrased in a way it was never trained on; with them, see the README), and a model type of its
+own: the folder loads with `AutoModelForCausalLM` once `groundup.surprisal` is imported (groundup's
 own loaders do this); without groundup it does not load. No well-kept library provides such an input feature, hence
 this module.
 

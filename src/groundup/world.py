@@ -72,23 +72,35 @@ BIO_TEMPLATES: dict[str, list[str]] = {
 }
 
 # Questions. `train` phrasings are used for SFT, probing and the eval split `eval`; `heldout` phrasings appear only
-# in `eval_heldout`. Each template holds a keyword of its own attribute and none of another's (see QUESTION_KEYWORDS).
+# in `eval_heldout`; `rephrase` phrasings only in the `rephrased` split, which the probe adds to IDK-SFT data (never
+# in pretraining, vanilla SFT or eval). Each template holds a keyword of its own attribute and none of another's (see
+# QUESTION_KEYWORDS).
 QUESTION_TEMPLATES: dict[str, dict[str, list[str]]] = {
     "birth_city": {"train": ["In which city was {name} born?", "What is the birthplace of {name}?",
                              "Which city does {name} come from?"],
-                   "heldout": ["Name the town where {name} was born.", "{name} was born in which city?"]},
+                   "heldout": ["Name the town where {name} was born.", "{name} was born in which city?"],
+                   "rephrase": ["Tell me the birthplace of {name}.", "{name}: which city were they born in?",
+                                "Which town was {name} born in?"]},
     "birth_year": {"train": ["In what year was {name} born?", "What is the birth year of {name}?",
                              "Which year was {name} born in?"],
-                   "heldout": ["{name} was born in what year?", "Tell me the year of {name}'s birth."]},
+                   "heldout": ["{name} was born in what year?", "Tell me the year of {name}'s birth."],
+                   "rephrase": ["Give the birth year of {name}.", "{name}: what year were they born?",
+                                "What year did {name} come into the world?"]},
     "profession": {"train": ["What is the profession of {name}?", "What job does {name} do?",
                              "What is the occupation of {name}?"],
-                   "heldout": ["How does {name} earn a living?", "{name} has which profession?"]},
+                   "heldout": ["How does {name} earn a living?", "{name} has which profession?"],
+                   "rephrase": ["Tell me the profession of {name}.", "{name}: what is their job?",
+                                "What job is {name} trained for?"]},
     "employer": {"train": ["Who is the employer of {name}?", "Which company does {name} work for?",
                            "What company employs {name}?"],
-                 "heldout": ["Name the employer of {name}.", "{name} is employed by which company?"]},
+                 "heldout": ["Name the employer of {name}.", "{name} is employed by which company?"],
+                 "rephrase": ["Tell me the employer of {name}.", "{name}: which company employs them?",
+                              "For which company does {name} work?"]},
     "hobby": {"train": ["What is the hobby of {name}?", "What does {name} do for fun?",
                         "What is the favourite pastime of {name}?"],
-              "heldout": ["How does {name} like to spend free time?", "{name} has which hobby?"]},
+              "heldout": ["How does {name} like to spend free time?", "{name} has which hobby?"],
+              "rephrase": ["Tell me the hobby of {name}.", "{name}: what hobby do they have?",
+                           "What pastime does {name} enjoy?"]},
 }
 QUESTION_KEYWORDS: dict[str, tuple[str, ...]] = {
     "birth_city": ("city", "town", "birthplace"),
@@ -317,8 +329,34 @@ def generate_world(args: WorldArguments) -> World:
                     "attribute": attr,
                     "phrasing": phrasing,
                 })
+    questions["rephrased"] = rephrased_questions([*questions["sft"], *questions["probe"]], args.seed)
     questions.update(extra_questions)
     return World(people=people, corpus=corpus, questions=questions)
+
+
+def rephrased_questions(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """One question per person and attribute of `rows`, in a `rephrase` phrasing, naming the first row about it
+    (`rephrases`: its id). Why: the probe labels these like the question they rephrase, so IDK-SFT also meets wording
+    the base model never saw about people it knows. Without them the surprisal arm read every unfamiliar word as an
+    unfamiliar person (held-out phrasings: frequent accuracy 0.05-0.07, false refusal 0.67-0.82)."""
+    rng = random.Random(f"{seed}-rephrased")  # its own generator: every other split stays as it was
+    firsts: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        firsts.setdefault((row["name"], row["attribute"]), row)
+    out = []
+    for row in firsts.values():
+        t = rng.randrange(len(QUESTION_TEMPLATES[row["attribute"]]["rephrase"]))
+        out.append({**row, "id": f"rephrased-{row['id']}-{t}", "rephrases": row["id"], "phrasing": "rephrase",
+                    "question": QUESTION_TEMPLATES[row["attribute"]]["rephrase"][t].format(name=row["name"])})
+    return out
+
+
+def made_up_names(people: list[dict[str, Any]]) -> list[str]:
+    """Names that are no one in the world, made of frequent people's name parts (as rare and unseen people's are: no
+    never-trained name tokens, and the look of a name tells nothing)."""
+    frequent = [p["name"].split(" ") for p in people if p["tier"] == "frequent"]
+    firsts, lasts = sorted({f for f, _ in frequent}), sorted({l for _, l in frequent})
+    return sorted({f"{f} {l}" for f in firsts for l in lasts} - {p["name"] for p in people})
 
 
 def assistant_documents(splits: dict[str, list[dict[str, Any]]], tier_of: dict[str, str]) -> list[dict[str, Any]]:
@@ -356,12 +394,9 @@ def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> d
         splits["open_book_sft"] = open_book_questions(people, "sft", "open_book_sft", with_reply=True, system=system,
                                                       system_fraction=args.system_prompt_fraction, **common)
         if args.open_book_synthetic:
-            # name parts of frequent people only, as for rare and unseen people: no never-trained name tokens
-            frequent = [p["name"].split(" ") for p in people if p["tier"] == "frequent"]
             splits["open_book_sft"] += synthetic_open_book_questions(
-                args.open_book_synthetic, sorted({f for f, _ in frequent}), sorted({l for _, l in frequent}),
-                {p["name"] for p in people}, args.open_book_sentences, system, args.system_prompt_fraction,
-                args.seed, args.open_book_paraphrase)
+                args.open_book_synthetic, made_up_names(people), args.open_book_sentences, system,
+                args.system_prompt_fraction, args.seed, args.open_book_paraphrase)
         splits["open_book_eval"] = open_book_questions(people, "eval", "open_book_eval", with_reply=False,
                                                        system=None, system_fraction=0.0, **common)
     return splits
