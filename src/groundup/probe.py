@@ -74,7 +74,7 @@ class ProbeArguments:
     rephrasings: str | None = field(
         default=None,
         metadata={"help": "Question file whose rows name (`rephrases`) a probe or SFT-pool question id: each joins "
-                          "idk_sft.jsonl with that question's answer (a world's questions/rephrased.jsonl)."})
+                          "idk_sft.jsonl with that question's reply (a world's questions/rephrased.jsonl)."})
     rephrase_refusals: bool = field(
         default=True,
         metadata={"help": "Rephrase refused questions too. Off: only answered ones (tiny preset, surprisal arm, held-out "
