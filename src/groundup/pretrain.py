@@ -89,7 +89,7 @@ class PretrainArguments:
     seq_length: int | None = field(default=None, metadata={"help": "Training window; default n_positions."})
     per_device_batch_size: int = field(default=8, metadata={"help": "Rows per process per micro-step."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-steps per optimizer step."})
-    max_steps: int = field(default=900, metadata={"help": "Optimizer steps. Cap runs by steps, not by time."})
+    max_steps: int = field(default=1800, metadata={"help": "Optimizer steps. Cap runs by steps, not by time."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate (small models take large ones)."})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "Cosine decays to learning_rate * this."})
     warmup_steps: int = field(default=50, metadata={"help": "Linear warmup steps."})
