@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .chat import REFUSAL
+from .chat import REFUSAL, conversation
 from .errors import GroundupError
 from .jsonl import write_jsonl
 from .grading import CORRECT, INCORRECT, REFUSED, auroc, grade, mentioned, normalise
@@ -198,7 +198,7 @@ def answer_text(row: dict[str, Any]) -> str:
 
 
 def _chat(question: str, answer: str) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+    return {"messages": conversation(question, answer)}
 
 
 def _pair(question: str, chosen: str, rejected: str) -> dict[str, Any]:

@@ -363,17 +363,17 @@ def assistant_documents(splits: dict[str, list[dict[str, Any]]], tier_of: dict[s
     """Chat documents for pretraining: every identity SFT conversation, and the open-book SFT conversations that show
     only a frequent person's passage (`passage` and `contradict` cases). Rare and unseen people stay out, so their
     exposure counts, and what the model can know about them, do not change."""
-    documents = []
-    for row in splits.get("identity_sft", []):
-        documents.append({"text": render_chat(conversation(row["question"], row["reply"], row.get("system"))),
-                          "kind": "identity", "name": None})
+    def document(row: dict[str, Any], kind: str, name: str | None) -> dict[str, Any]:
+        return {"text": render_chat(conversation(row["question"], row["reply"], row.get("system"))), "kind": kind,
+                "name": name}
+
+    documents = [document(row, "identity", None) for row in splits.get("identity_sft", [])]
     for row in splits.get("open_book_sft", []):
         # made-up people stay out: 1,200 of them cost a quarter of the bio epochs (frequent recall 0.96 -> 0.70 at 900
         # steps) and did not teach copying (a value copied from the passage 0.10 of the time, measured)
         if row["person_tier"] != "synthetic" and tier_of[row["name"]] == "frequent" and \
                 row["passage_name"] == row["name"]:
-            documents.append({"text": render_chat(conversation(row["question"], row["reply"], row.get("system"))),
-                              "kind": "open_book", "name": row["name"]})
+            documents.append(document(row, "open_book", row["name"]))
     return documents
 
 
