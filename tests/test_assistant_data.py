@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from groundup.chat import is_refusal
 from groundup.grading import grade
 from groundup.identity import IDENTITY_QUESTIONS, OTHER_MAKERS, claims_other
 from groundup.jsonl import read_jsonl
@@ -111,9 +112,18 @@ def test_sft_rows_carry_the_reply_and_the_system_prompt(world_dir):
     assert any(r["messages"][-1]["content"].startswith("I don't know.") for r in rows)
     open_book = world_sft_rows(world_dir, "open_book_sft")
     assert len(open_book) == len(_questions(world_dir, "open_book_sft"))
-    with pytest.raises(GroundupError, match="no rows"):  # no preference pairs come from these splits
-        load_source(str(world_dir), kind="dpo", world_split="identity_sft")
-    assert world_dpo_rows(world_dir, "identity_sft") == []
+    # preference pairs: the reply over a confident fact about someone of the world (what DPO drifted to without them)
+    source = _questions(world_dir, "identity_sft")
+    pairs = world_dpo_rows(world_dir, "identity_sft")
+    assert len(pairs) == len(source) and pairs == world_dpo_rows(world_dir, "identity_sft")  # deterministic
+    names = {p["name"] for p in read_jsonl(world_dir / "world.jsonl")}
+    for pair, q in zip(pairs, source):
+        assert pair["prompt"][-1] == {"role": "user", "content": q["question"]}
+        assert [m["role"] for m in pair["prompt"]] == (["system", "user"] if "system" in q else ["user"])
+        assert pair["chosen"] == [{"role": "assistant", "content": q["reply"]}]
+        rejected = pair["rejected"][0]["content"]
+        assert not is_refusal(rejected) and any(n in rejected for n in names)
+    assert len(load_source(str(world_dir), kind="dpo", world_split="identity_sft")) == len(source)
 
 
 def test_a_mixture_takes_several_splits_of_one_world(world_dir):

@@ -2,6 +2,7 @@
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,24 @@ def test_idk_sft_and_dpo_pairs():
     assert by_q[ROWS[2]["question"]] == REFUSAL and by_q[ROWS[4]["question"]] == REFUSAL
     assert ROWS[3]["question"] not in {p["prompt"][0]["content"] for p in pairs}
     assert stats["dpo_unknown_skipped"] == 1
+
+
+def test_dpo_pairs_balance_the_two_preferences():
+    records = list(_records().values())  # 1 known (answer chosen), 3 unknown (refusal chosen)
+    idk, pairs, stats = build_training_data(records, CANDS, _args())
+    chosen = Counter(p["chosen"][0]["content"] == REFUSAL for p in pairs)
+    assert chosen[True] == chosen[False] == 3 and stats["dpo_balance_repeats"] == 2
+    answers = [p for p in pairs if p["chosen"][0]["content"] != REFUSAL]
+    assert all(p == answers[0] for p in answers)  # the one answer pair, three times
+    idk_plain, plain, plain_stats = build_training_data(records, CANDS, _args(dpo_balance=False))
+    assert len(plain) == 4 and "dpo_balance_repeats" not in plain_stats
+    assert idk_plain == idk  # balancing touches the DPO pairs only
+
+    # more answers than refusals: refusal pairs repeat, each as evenly as the numbers allow
+    sft_rows = [_row(10 + i, f"Gus Ith{i}", "Velmora", "frequent") for i in range(5)]
+    _, pairs, stats = build_training_data(records, CANDS, _args(sft_questions_in_dpo=True), sft_rows, [CITIES] * 5)
+    refusals = Counter(p["prompt"][0]["content"] for p in pairs if p["chosen"][0]["content"] == REFUSAL)
+    assert sum(refusals.values()) == 6 and sorted(refusals.values()) == [2, 2, 2]
 
 
 def test_sft_pool_rows_keep_the_model_answering():

@@ -10,8 +10,10 @@ from groundup.speedrun import plan
 
 from .conftest import PYTHON, REPO
 
-ARMS = ["base", "sft", "sft-idk", "dpo", "sft-idk-surprisal"]
-MODEL_FOLDERS = ["base", "sft", "sft-idk", "dpo"]  # sft-idk-surprisal has its own model type: it needs groundup
+ARMS = ["base", "sft", "sft-idk", "sft-idk-surprisal", "dpo"]
+MODEL_FOLDERS = ["base", "sft", "sft-idk", "dpo"]
+# sft-idk-surprisal and dpo (trained from it) have groundup's own model type: they load once groundup is imported
+PLAIN_MODEL_FOLDERS = ["base", "sft", "sft-idk"]
 
 
 def _speedrun(run_dir, *extra):
@@ -38,7 +40,7 @@ def test_speedrun_prints_a_line_per_stage_and_a_summary(smoke_run):
     assert {s.name for s in plan()} <= set(timings) and all(t["status"] == "ran" for t in timings.values())
 
 
-def test_every_artifact_exists_and_every_model_loads_without_groundup(smoke_run):
+def test_every_artifact_exists_and_the_plain_models_load_without_groundup(smoke_run):
     run_dir, _ = smoke_run
     for path in ["data/world.jsonl", "data/questions/eval_heldout.jsonl", "tokenizer/tokenizer.json",
                  "probe/idk_sft.jsonl", "probe/dpo_pairs.jsonl", "report.md", "report/outcomes.png",
@@ -64,8 +66,8 @@ def test_every_artifact_exists_and_every_model_loads_without_groundup(smoke_run)
             " return_tensors='pt', return_dict=True)\n"
             "    m.generate(**ids, max_new_tokens=3)\n"
             "assert 'groundup' not in sys.modules\nprint('ok')\n")
-    result = subprocess.run([PYTHON, "-c", code, *[str(run_dir / m) for m in MODEL_FOLDERS]], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run([PYTHON, "-c", code, *[str(run_dir / m) for m in PLAIN_MODEL_FOLDERS]],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
 
 
@@ -79,6 +81,8 @@ def test_model_cards_are_hub_ready(smoke_run):
         assert data["license"] == "apache-2.0" and "groundup" in data["tags"]
         assert data.get("model-index"), f"{folder}: no eval results in the card"
         assert ".tmp-" not in card.text  # the card names the final folder, not the staging one
+        # the usage snippet imports groundup's model type exactly where transformers alone cannot load the folder
+        assert ("import groundup.surprisal" in card.text) == (folder not in PLAIN_MODEL_FOLDERS)
 
 
 def test_rerun_skips_every_stage(smoke_run):

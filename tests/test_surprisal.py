@@ -98,3 +98,27 @@ def test_chat_and_inspect_load_it(assembled, tmp_path):
     pictures = inspect_model(InspectArguments(model=str(assembled), prompt=QUESTIONS[0], max_new_tokens=3,
                                               output_dir=str(tmp_path / "inspect")))
     assert len(pictures) == model.config.n_layer + 1 and all(p.stat().st_size > 0 for p in pictures)
+
+
+def test_lora_dpo_with_the_stack_regex_leaves_the_reference_alone(assembled, world_dir, tmp_path):
+    """The tiny preset's DPO starts from the surprisal arm: LoRA trains the main stack, the frozen reference inside
+    the model stays the base (through DPO's reference pass with the adapter off, too), and the merged folder keeps the
+    model type."""
+    from transformers import AutoModelForCausalLM
+
+    from groundup.dpo import main as dpo_main
+
+    out = tmp_path / "dpo"
+    dpo_main(["--model_name_or_path", str(assembled), "--dataset_name", str(world_dir), "--output_dir", str(out),
+              "--max_length", "128", "--per_device_train_batch_size", "8", "--max_steps", "3", "--learning_rate",
+              "5e-3", "--use_peft", "true", "--lora_r", "4",
+              "--lora_target_modules", r"transformer\.h\.\d+\.(attn\.c_attn|mlp\.c_fc)",
+              "--loss_type", "sigmoid", "sft", "--loss_weights", "1.0", "1.0", "--save_strategy", "no",
+              "--report_to", "none", "--eval_strategy", "no", "--dataloader_pin_memory", "false"])
+    before = AutoModelForCausalLM.from_pretrained(assembled)
+    after = AutoModelForCausalLM.from_pretrained(out)
+    assert isinstance(after, SurprisalGPT2LMHeadModel)
+    for name, value in before.transformer.reference.state_dict().items():
+        assert torch.equal(value, after.transformer.reference.state_dict()[name]), name
+    assert not torch.equal(before.transformer.h[0].attn.c_attn.weight, after.transformer.h[0].attn.c_attn.weight)
+    assert "import groundup.surprisal" in (out / "README.md").read_text()  # the card's snippet loads it

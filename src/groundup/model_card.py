@@ -54,7 +54,13 @@ def write_model_card(
         body += ["## Figures from this run", "", "| what | value |", "|---|---|"]
         body += [f"| {k} | {_fmt(v)} |" for k, v in figures.items()]
         body.append("")
-    body += ["## Use", "", "```python", "from transformers import pipeline",
+    body += ["## Use", ""]
+    own_type = _groundup_model_type(out_dir)
+    if own_type:
+        body += [f"A model type of groundup's own (`{own_type}`: it reads its pretrained base's surprisal, see "
+                 "`groundup.surprisal`): `pip install groundup` and import it before loading.", ""]
+    body += ["```python", *(["import groundup.surprisal  # registers the model type with the Auto classes"]
+                            if own_type else []), "from transformers import pipeline",
              f'chat = pipeline("text-generation", "{name or Path(out_dir).name}")',
              'print(chat([{"role": "user", "content": "Hello!"}], max_new_tokens=32))', "```", ""]
     if command:
@@ -66,6 +72,18 @@ def write_model_card(
     path = Path(out_dir) / "README.md"
     card.save(path)
     return path
+
+
+def _groundup_model_type(out_dir: str | Path) -> str | None:
+    """The folder's model type if transformers alone cannot load it (groundup's surprisal model), else None."""
+    import json
+
+    from .surprisal import MODEL_TYPE
+
+    config = Path(out_dir) / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("model_type") == MODEL_TYPE:
+        return MODEL_TYPE
+    return None
 
 
 def _hub_name(ref: str | None) -> str | None:

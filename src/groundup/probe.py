@@ -81,6 +81,10 @@ class ProbeArguments:
                           "phrasings: unseen refusal 0.28 and 0.24 on two seeds, against 0.95 and 0.80 with it on)."})
     sft_questions_in_dpo: bool = field(default=False, metadata={"help": "Also make DPO pairs from the SFT pool "
                                                                         "(rejected answers are fabricated)."})
+    dpo_balance: bool = field(
+        default=True,
+        metadata={"help": "Repeat pairs of the rarer preference (refusal or answer chosen) until both are as many, so "
+                          "DPO cannot win by leaning either way; off: every pair once."})
     dpo_fallback_rejected: str = field(
         default="fabricate",
         metadata={"help": "Unknown question whose samples hold no wrong answer (all refusals): fabricate one from "
@@ -207,6 +211,22 @@ def _pair(question: str, chosen: str, rejected: str) -> dict[str, Any]:
             "rejected": [{"role": "assistant", "content": rejected}]}
 
 
+def balance_pairs(pairs: Sequence[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
+    """`pairs` plus repeats of the rarer preference's pairs (refusal chosen, or answer chosen), drawn without
+    replacement in a shuffled cycle, until both preferences are as many. Why (tiny preset): 2 of 3 probe pairs prefer
+    an answer, and DPO then bought fewer false refusals with more answers to unseen people (unseen refusal 0.72 and
+    0.75 from 0.85 and 0.84 on two seeds); balanced, it raised both (README, DPO). A weighted loss would do the same;
+    TRL's DPOTrainer takes no per-pair weights, so the data carries them."""
+    refuse = [p for p in pairs if p["chosen"][-1]["content"] == REFUSAL]
+    answer = [p for p in pairs if p["chosen"][-1]["content"] != REFUSAL]
+    small, large = sorted((refuse, answer), key=len)
+    if not small:
+        return list(pairs)
+    order = small[:]
+    rng.shuffle(order)
+    return [*pairs, *(order[i % len(order)] for i in range(len(large) - len(small)))]
+
+
 def fabricated_wrong_answer(row: dict[str, Any], candidates: Sequence[str], rng: random.Random) -> str | None:
     """A confident wrong answer in the answer format, from another candidate value; None if there is none."""
     gold = normalise(row["gold"]) if row.get("gold") is not None else None
@@ -289,6 +309,11 @@ def build_training_data(records: Sequence[dict[str, Any]], candidates: Sequence[
                 stats["dpo_sft_pool_known"] += 1
         else:
             stats["idk_sft_sft_pool_dropped"] += 1
+    if args.dpo_balance:
+        # own generator: balancing leaves the IDK-SFT rows (and their order) exactly as they are without it
+        balanced = balance_pairs(pairs, random.Random(f"{args.seed}-dpo-balance"))
+        stats["dpo_balance_repeats"] = len(balanced) - len(pairs)
+        pairs = balanced
     rng.shuffle(idk)
     rng.shuffle(pairs)
     return idk, pairs, dict(sorted(stats.items()))

@@ -18,8 +18,8 @@ from .jsonl import read_jsonl
 GRADES = ("correct", "incorrect", "refused")
 GRADE_COLOURS = {"correct": "#2a9d55", "incorrect": "#d1495b", "refused": "#8d99ae"}
 TIER_ORDER = ("frequent", "rare", "unseen")
-ARM_ORDER = ("base", "sft", "sft-idk", "dpo", "sft-idk-surprisal")
-REFUSING_ARMS = ("sft-idk", "dpo", "sft-idk-surprisal")  # the arms taught to refuse: the honesty targets apply
+ARM_ORDER = ("base", "sft", "sft-idk", "sft-idk-surprisal", "dpo")
+REFUSING_ARMS = ("sft-idk", "sft-idk-surprisal", "dpo")  # the arms taught to refuse: the honesty targets apply
 
 # The honesty targets of the tiny preset (issue: honesty); the report marks each as met or not.
 TARGETS = [
@@ -334,7 +334,7 @@ def write_report(run_dir: str | Path, title: str = "groundup run report") -> Pat
             md += ["![bits per byte](report/pretrain_bpb.png)", ""]
 
     finetune = {}
-    for stage in ("sft", "sft-idk", "dpo", "sft-idk-surprisal"):
+    for stage in ("sft", "sft-idk", "sft-idk-surprisal", "dpo"):
         series = _log_series(run_dir / stage / "train_log.jsonl", ("loss",))
         if series:
             finetune[stage] = series["loss"]

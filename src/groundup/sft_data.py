@@ -99,14 +99,24 @@ def world_dpo_rows(world_dir: str | Path, split: str = "sft", known_tiers: Seque
     Known people: the correct answer is chosen over the refusal, so DPO cannot win by refusing everything.
     Unknown people: the refusal is chosen over a confident wrong answer (another candidate value of the attribute).
     Tiers in neither list (by default `rare`) are left out: the world alone cannot say whether the model knows them.
+    Rows with a `reply` (identity, open-book): the reply is chosen over a confident fact about some person of the world
+    (the system prompt, if any, stays in the prompt). Why: DPO on honesty pairs alone taught the tiny model to answer
+    "What is the population of Japan?" with "Ulia Kesswell works as a gardener." (real-world refusal 0.875 -> 0.50);
+    with these pairs in the mixture, 0.75 (README, DPO). A refusal as the rejected side instead made it refuse its own
+    name and answer real-world questions with it.
     """
     from .world import ATTRIBUTE_VALUES, answer_sentence
 
     truth = _true_values(world_dir)
+    facts = sorted(truth.items())
     rng = random.Random(seed)
     rows = []
     for q in _questions(world_dir, split):
-        if q.get("reply") is not None:  # identity / open-book rows: SFT data, no preference to derive
+        if q.get("reply") is not None:
+            (person, attr), value = rng.choice(facts)
+            *prompt, chosen = conversation(q["question"], q["reply"], q.get("system"))
+            rows.append({"prompt": prompt, "chosen": [chosen],
+                         "rejected": [_assistant(answer_sentence(person, attr, value))]})
             continue
         name, attr = q["name"], q["attribute"]
         value = truth[(name, attr)]

@@ -1,6 +1,6 @@
 """`groundup speedrun --preset tiny [--run-dir DIR] [--from STAGE]`: every stage of a preset, in order.
 
-world -> tokenizer -> pretrain -> sft -> probe -> sft-idk -> dpo -> surprisal-init -> sft-idk-surprisal -> eval (every
+world -> tokenizer -> pretrain -> sft -> probe -> sft-idk -> surprisal-init -> sft-idk-surprisal -> dpo -> eval (every
 arm, both phrasings; chat arms also on identity and open-book questions) -> report.
 
 Each step runs `groundup STAGE --config <its YAML>` in this process (importing torch and TRL once saves a minute on
@@ -41,8 +41,8 @@ ARMS = [
     ("base", "base", "eval_base.yaml"),
     ("sft", "sft", "eval.yaml"),
     ("sft-idk", "sft-idk", "eval.yaml"),
-    ("dpo", "dpo", "eval.yaml"),
     ("sft-idk-surprisal", "sft-idk-surprisal", "eval.yaml"),
+    ("dpo", "dpo", "eval.yaml"),
 ]
 # Question files (output folder suffix, split): eval people asked in the training phrasings, then in phrasings never
 # used in training; then, for chat arms only, identity questions (held-out phrasings) and open-book questions.
@@ -58,10 +58,10 @@ def plan() -> list[Step]:
         Step("sft", "sft", "sft.yaml", "sft"),
         Step("probe", "probe", "probe.yaml", "probe"),
         Step("sft-idk", "sft", "sft_idk.yaml", "sft-idk"),
-        Step("dpo", "dpo", "dpo.yaml", "dpo"),
         # IDK-SFT on a model that also reads the base's per-token surprisal (src/groundup/surprisal.py)
         Step("surprisal-init", "surprisal-init", "surprisal_init.yaml", "sft-surprisal-init"),
         Step("sft-idk-surprisal", "sft", "sft_idk_surprisal.yaml", "sft-idk-surprisal"),
+        Step("dpo", "dpo", "dpo.yaml", "dpo"),  # from the surprisal arm (the preset's dpo.yaml says which)
     ]
     for arm, model, config in ARMS:
         for suffix, questions in EVAL_SPLITS + (CHAT_EVAL_SPLITS if arm != "base" else []):
@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", default="tiny", help="Preset name under recipes/ (tiny, smoke) or a folder.")
     parser.add_argument("--run-dir", "--run_dir", default=None, help="Run folder (default: runs/<preset>).")
     parser.add_argument("--from", dest="start_from", default=None,
-                        help="Redo this stage (world, tokenizer, pretrain, sft, probe, sft-idk, dpo, eval, report) "
-                             "and everything after it.")
+                        help="Redo this stage or step (world, tokenizer, pretrain, sft, probe, sft-idk, surprisal-init, "
+                             "sft-idk-surprisal, dpo, eval, report) and everything after it.")
     args = parser.parse_args(argv)
     run_dir = args.run_dir or f"runs/{Path(args.preset).name}"
     return run(args.preset, run_dir, args.start_from)
