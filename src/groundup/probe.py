@@ -15,7 +15,8 @@ consistently wrong) and Gekhman et al. 2024 (SliCK: relabel what the model does 
    otherwise **borderline**. An unanswerable question (gold null) is always unknown.
 4. Write `idk_sft.jsonl` (known -> the answer sentence, unknown -> the canonical refusal, borderline per `borderline`,
    plus optionally the SFT pool's questions so IDK-SFT does not forget how to answer) and `dpo_pairs.jsonl` (unknown:
-   refusal > the model's own sampled wrong answer; known: correct answer > refusal, so DPO cannot win by refusing).
+   refusal > the model's own sampled wrong answer; known: correct answer > refusal, so DPO cannot win by refusing;
+   with `dpo_balance`, the rarer preference's pairs repeat until both are as many, so it cannot win by answering).
 """
 
 from __future__ import annotations
