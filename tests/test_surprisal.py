@@ -122,3 +122,19 @@ def test_lora_dpo_with_the_stack_regex_leaves_the_reference_alone(assembled, wor
         assert torch.equal(value, after.transformer.reference.state_dict()[name]), name
     assert not torch.equal(before.transformer.h[0].attn.c_attn.weight, after.transformer.h[0].attn.c_attn.weight)
     assert "import groundup.surprisal" in (out / "README.md").read_text()  # the card's snippet loads it
+
+
+def test_a_loaded_folder_computes_the_configured_bins(assembled):
+    """The soft bins must be the config's (centres 0, 2, ..., 18 nats), not whatever memory a loaded model's buffers
+    held: once they were a non-persistent buffer, and `from_pretrained` left it uninitialised."""
+    import math
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(assembled)
+    config = model.config
+    s = torch.tensor([[0.0, 2.0, 5.0, config.surprisal_max]])
+    features = model.transformer.surprisal_features(s)
+    centres = [config.surprisal_max * i / (config.surprisal_bins - 1) for i in range(config.surprisal_bins)]
+    expected = [[*(math.exp(-0.5 * (v - c) ** 2) for c in centres), v / config.surprisal_max] for v in s[0].tolist()]
+    assert torch.allclose(features[0], torch.tensor(expected), atol=1e-6)

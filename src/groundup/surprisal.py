@@ -62,8 +62,6 @@ class SurprisalGPT2Model(GPT2Model):
         self.reference.requires_grad_(False)
         self.surprisal_embedding = nn.Linear(config.surprisal_bins + 1, config.n_embd, bias=False)
         nn.init.zeros_(self.surprisal_embedding.weight)
-        self.register_buffer("surprisal_centres", torch.linspace(0.0, config.surprisal_max, config.surprisal_bins),
-                             persistent=False)
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -84,7 +82,12 @@ class SurprisalGPT2Model(GPT2Model):
         return s
 
     def surprisal_features(self, s: torch.Tensor) -> torch.Tensor:
-        bumps = torch.exp(-0.5 * (s[..., None] - self.surprisal_centres) ** 2)
+        # The bin centres are made here, not kept as a buffer: `from_pretrained` builds the model without running
+        # __init__'s tensor code, and a non-persistent buffer came back as uninitialised memory (different garbage in
+        # every process: the tiny preset's surprisal arm was trained and evaluated on such centres until this fix).
+        centres = torch.linspace(0.0, self.config.surprisal_max, self.config.surprisal_bins, device=s.device,
+                                 dtype=s.dtype)
+        bumps = torch.exp(-0.5 * (s[..., None] - centres) ** 2)
         return torch.cat([bumps, (s / self.config.surprisal_max)[..., None]], dim=-1)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
