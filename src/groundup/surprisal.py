@@ -1,5 +1,5 @@
 """A GPT-2 that also reads how surprised its pretrained base is by every token: an honesty arm that refuses unseen
-people it was never trained on (tiny preset: unseen refusal 0.91 / 0.84 on two seeds, against 0.27 / 0.40 for IDK-SFT).
+people it was never trained on (tiny preset: unseen refusal 0.99 / 0.97 on two seeds, against 0.39 / 0.40 for IDK-SFT).
 
 Why (measured on the tiny preset, README "Where the honesty results stand"): the base model knows whom it has seen —
 its log P(last name | first name) separates frequent from unseen people perfectly — but that signal is never a hidden
