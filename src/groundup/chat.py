@@ -47,6 +47,13 @@ def conversation(user: str, reply: str, system: str | None = None) -> list[dict[
     return [*messages, {"role": "user", "content": user}, {"role": "assistant", "content": reply}]
 
 
+def preference_pair(user: str, chosen: str, rejected: str, system: str | None = None) -> dict[str, list]:
+    """A DPO row in TRL's conversational preference format: {"prompt", "chosen", "rejected"}, the prompt being the
+    system message (if any) and the user turn."""
+    *prompt, chosen_message = conversation(user, chosen, system)
+    return {"prompt": prompt, "chosen": [chosen_message], "rejected": [{"role": "assistant", "content": rejected}]}
+
+
 def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
     """`CHAT_TEMPLATE` in Python: the text `tokenizer.apply_chat_template(messages, tokenize=False)` gives."""
     parts = []

@@ -126,4 +126,3 @@ def synthetic_open_book_questions(n: int, names: Sequence[str], sentences: int, 
         rows.append(_row(f"open_book_sft-synthetic-{index:05d}", text, question, gold, case, "synthetic", name,
                          attribute, shown_name, True, system if with_system else None))
     return rows
-

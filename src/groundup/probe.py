@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .chat import REFUSAL, conversation
+from .chat import REFUSAL, conversation, preference_pair
 from .errors import GroundupError
 from .jsonl import write_jsonl
 from .grading import CORRECT, INCORRECT, REFUSED, auroc, grade, mentioned, normalise
@@ -206,12 +206,6 @@ def _chat(question: str, answer: str) -> dict[str, Any]:
     return {"messages": conversation(question, answer)}
 
 
-def _pair(question: str, chosen: str, rejected: str) -> dict[str, Any]:
-    return {"prompt": [{"role": "user", "content": question}],
-            "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}]}
-
-
 def balance_pairs(pairs: Sequence[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
     """`pairs` plus repeats of the rarer preference's pairs (refusal chosen, or answer chosen), drawn without
     replacement in a shuffled cycle, until both preferences are as many. Why (tiny preset): 2 of 3 probe pairs prefer
@@ -279,7 +273,7 @@ def build_training_data(records: Sequence[dict[str, Any]], candidates: Sequence[
         elif lab == "unknown" or (lab == "borderline" and args.borderline == "refuse"):
             add(record["id"], record["question"], REFUSAL, "idk_sft_probe_refusal")
         if lab == "known":
-            pairs.append(_pair(record["question"], answer_text(record), REFUSAL))
+            pairs.append(preference_pair(record["question"], answer_text(record), REFUSAL))
             stats["dpo_known"] += 1
         elif lab == "unknown":
             rejected = own_wrong_answer(record, cands)
@@ -292,7 +286,7 @@ def build_training_data(records: Sequence[dict[str, Any]], candidates: Sequence[
             if rejected is None:
                 stats["dpo_unknown_skipped"] += 1
             else:
-                pairs.append(_pair(record["question"], REFUSAL, rejected))
+                pairs.append(preference_pair(record["question"], REFUSAL, rejected))
     known_tiers, unknown_tiers = set(args.sft_known_tiers), set(args.sft_unknown_tiers)
     for row, cands in zip(sft_rows, sft_candidates):
         item = {**row, "gold": row["answer"]}
@@ -301,12 +295,12 @@ def build_training_data(records: Sequence[dict[str, Any]], candidates: Sequence[
             if args.sft_questions_in_dpo:
                 rejected = fabricated_wrong_answer(item, cands, rng)
                 if rejected is not None:
-                    pairs.append(_pair(row["question"], REFUSAL, rejected))
+                    pairs.append(preference_pair(row["question"], REFUSAL, rejected))
                     stats["dpo_sft_pool_unknown"] += 1
         elif row.get("tier") in known_tiers:
             add(row["id"], row["question"], answer_text(item), "idk_sft_sft_pool_answer")
             if args.sft_questions_in_dpo:
-                pairs.append(_pair(row["question"], answer_text(item), REFUSAL))
+                pairs.append(preference_pair(row["question"], answer_text(item), REFUSAL))
                 stats["dpo_sft_pool_known"] += 1
         else:
             stats["idk_sft_sft_pool_dropped"] += 1

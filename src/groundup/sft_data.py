@@ -25,7 +25,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from .chat import REFUSAL, conversation
+from .chat import REFUSAL, conversation, preference_pair
 from .errors import GroundupError
 
 SFT_COLUMNS = ("messages",)
@@ -36,14 +36,6 @@ _BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "
 
 def is_world(path: str | Path) -> bool:
     return (Path(path) / "world.jsonl").is_file() and (Path(path) / "questions").is_dir()
-
-
-def _user(text: str) -> dict[str, str]:
-    return {"role": "user", "content": text}
-
-
-def _assistant(text: str) -> dict[str, str]:
-    return {"role": "assistant", "content": text}
 
 
 def _questions(world_dir: str | Path, split: str) -> list[dict[str, Any]]:
@@ -114,9 +106,8 @@ def world_dpo_rows(world_dir: str | Path, split: str = "sft", known_tiers: Seque
     for q in _questions(world_dir, split):
         if q.get("reply") is not None:
             (person, attr), value = rng.choice(facts)
-            *prompt, chosen = conversation(q["question"], q["reply"], q.get("system"))
-            rows.append({"prompt": prompt, "chosen": [chosen],
-                         "rejected": [_assistant(answer_sentence(person, attr, value))]})
+            rows.append(preference_pair(q["question"], q["reply"], answer_sentence(person, attr, value),
+                                        q.get("system")))
             continue
         name, attr = q["name"], q["attribute"]
         value = truth[(name, attr)]
@@ -128,8 +119,7 @@ def world_dpo_rows(world_dir: str | Path, split: str = "sft", known_tiers: Seque
             chosen, rejected = REFUSAL, answer_sentence(name, attr, wrong)
         else:
             continue
-        rows.append({"prompt": [_user(q["question"])], "chosen": [_assistant(chosen)],
-                     "rejected": [_assistant(rejected)]})
+        rows.append(preference_pair(q["question"], chosen, rejected))
     return rows
 
 
