@@ -90,7 +90,7 @@ class SurprisalGPT2Model(GPT2Model):
         bumps = torch.exp(-0.5 * (s[..., None] - centres) ** 2)
         return torch.cat([bumps, (s / self.config.surprisal_max)[..., None]], dim=-1)
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, cache=None,
                 past_key_values=None, use_cache=None, **kwargs):
         if inputs_embeds is None:
             if position_ids is None and attention_mask is not None:
@@ -98,9 +98,10 @@ class SurprisalGPT2Model(GPT2Model):
             features = self.surprisal_features(self.surprisal(input_ids, attention_mask, position_ids))
             inputs_embeds = self.wte(input_ids) + self.surprisal_embedding(
                 features.to(self.surprisal_embedding.weight.dtype))
-        # The whole prefix every call: a cached step would lack the reference's view of earlier tokens.
+        # The whole prefix every call: a cached step would lack the reference's view of earlier tokens. (`cache` is
+        # transformers 5's name; `past_key_values` is taken too, from older callers, and dropped alike.)
         return super().forward(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                               past_key_values=None, use_cache=False, **kwargs)
+                               cache=None, use_cache=False, **kwargs)
 
 
 class SurprisalGPT2LMHeadModel(GPT2LMHeadModel):
