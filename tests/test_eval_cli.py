@@ -116,6 +116,11 @@ def test_eval_bad_input_is_one_line(tmp_path, capsys):
     assert run_stage(main, ["--model", "m", "--questions", str(tmp_path / "nope.jsonl"),
                             "--output", str(tmp_path / "o")]) == 2
     assert "question file not found" in capsys.readouterr().err
+    for bad, message in ((["--min_answer_prob", "1.5"], "not a probability"),
+                         (["--min_answer_prob", "0.5", "--do_sample", "true"], "greedy")):
+        assert run_stage(main, ["--model", "m", "--questions", "q.jsonl", "--output", str(tmp_path / "o"),
+                                *bad]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_eval_yamls_parse():
@@ -179,3 +184,51 @@ def test_cloze_format_for_a_base_model(tiny_model_dir, world_dir):
     assert metrics["generation"]["prompt_format"] == "cloze" and len(predictions) == 6
     for p in predictions:
         assert p["response"] == "" or p["response"].startswith(cloze_prefix(p))
+
+
+def test_answer_prob_is_the_least_likely_chosen_token(tiny_model_dir, world_dir):
+    """generate_with_confidence gives the same answers as generate, and per answer the smallest probability the model
+    gave a token it emitted, as transformers' own scores say (one unpadded question at a time, no cache)."""
+    import torch
+
+    from groundup.generation import HFGenerator, torch_threads
+
+    questions = [r["question"] for r in read_jsonl(world_dir / "questions" / "eval.jsonl")][:6]
+    generator = HFGenerator.load(str(tiny_model_dir), max_new_tokens=6, batch_size=6, progress=False)
+    tok, model = generator.tokenizer, generator.model
+    with torch_threads(1), torch.inference_mode():
+        answers, probs = generator.generate_with_confidence(questions)
+        assert answers == [a[0] for a in generator.generate(questions)]
+        for question, prob in zip(questions, probs):
+            ids = tok(generator.prompt(question), add_special_tokens=False, return_tensors="pt")
+            out = model.generate(**ids, max_new_tokens=6, do_sample=False, output_scores=True, use_cache=False,
+                                 return_dict_in_generate=True, eos_token_id=generator.eos_ids,
+                                 pad_token_id=tok.pad_token_id)
+            chosen = []
+            for step, token in zip(out.scores, out.sequences[0, ids["input_ids"].shape[1]:].tolist()):
+                if token in generator.eos_ids:
+                    break
+                chosen.append(float(step[0].softmax(-1)[token]))
+            assert prob == pytest.approx(min(chosen), abs=1e-5)
+            assert 0.0 < prob <= 1.0
+
+
+def test_min_answer_prob_turns_unsure_answers_into_refusals(tiny_model_dir, world_dir, tmp_path):
+    questions = world_dir / "questions" / "eval.jsonl"
+    common = ["--model", str(tiny_model_dir), "--questions", str(questions), "--max_new_tokens", "6", "--limit", "20",
+              "--progress", "false", "--num_threads", "1"]
+    main([*common, "--output", str(tmp_path / "all")])
+    plain = read_jsonl(tmp_path / "all" / "predictions.jsonl")
+    probs = sorted(p["answer_prob"] for p in plain)
+    threshold = (probs[9] + probs[10]) / 2  # half the answers fall below
+    main([*common, "--output", str(tmp_path / "gated"), "--min_answer_prob", str(threshold)])
+    gated = read_jsonl(tmp_path / "gated" / "predictions.jsonl")
+    for before, after in zip(plain, gated):
+        if before["answer_prob"] < threshold and before["grade"] != "refused":
+            assert after["response"] == "I don't know." and after["grade"] == "refused"
+            assert (after["raw_response"], after["raw_grade"]) == (before["response"], before["grade"])
+        else:
+            assert after == before
+    selective = json.loads((tmp_path / "gated" / "metrics.json").read_text())["selective_answering"]
+    assert selective["min_answer_prob"] == threshold and selective["abstained"] == 10
+    assert selective["answer_prob_auroc"]["overall"]["n"] <= 20

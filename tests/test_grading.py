@@ -6,6 +6,8 @@ import pytest
 
 from groundup.chat import REFUSAL
 from groundup.grading import (
+    abstain_below,
+    answer_prob_auroc,
     auroc,
     compute_metrics,
     confidence_auroc,
@@ -155,3 +157,29 @@ def test_auroc():
     conf = {"f1": 0.9, "f4": 0.2, "r2": 0.3, "u1": 0.1}
     result = confidence_auroc(conf, FIXED)
     assert result["n"] == 4 and result["positives"] == 1 and result["auroc"] == 1.0 and result["skipped"] == 7
+
+
+def test_abstain_below_refuses_only_unsure_attempts():
+    rows = [
+        {"id": "a", "gold": "Velmora", "response": "X was born in Velmora.", "grade": "correct", "tier": "rare",
+         "answer_prob": 0.9},
+        {"id": "b", "gold": "Velmora", "response": "X was born in Korvath.", "grade": "incorrect", "tier": "rare",
+         "answer_prob": 0.3},
+        {"id": "c", "gold": None, "response": "Y was born in Korvath.", "grade": "incorrect", "tier": "unseen",
+         "answer_prob": 0.49},
+        {"id": "d", "gold": None, "response": REFUSAL, "grade": "refused", "tier": "unseen", "answer_prob": 0.2},
+        {"id": "e", "gold": "1950", "response": "", "grade": "incorrect", "tier": "rare", "answer_prob": None},
+    ]
+    gated = abstain_below(rows, 0.5)
+    assert [p["grade"] for p in gated] == ["correct", "refused", "refused", "refused", "incorrect"]
+    assert gated[1]["response"] == REFUSAL and gated[1]["raw_response"] == "X was born in Korvath."
+    assert gated[1]["raw_grade"] == "incorrect" and gated[2]["raw_grade"] == "incorrect"
+    assert "raw_response" not in gated[0] and "raw_response" not in gated[3] and "raw_response" not in gated[4]
+    assert rows[1]["grade"] == "incorrect"  # the input is not changed
+    assert abstain_below(rows, 0.0) == rows  # threshold 0: nothing withdrawn
+    rare = metrics_from_predictions(gated)["by_tier"]["rare"]
+    assert rare["correct_given_attempted"] == 0.5 and rare["false_refusal_rate_answerable"] == pytest.approx(1 / 3, abs=1e-6)
+    # AUROC uses the grade before abstention, over attempted answerable rows with a probability (a and b)
+    result = answer_prob_auroc(gated)
+    assert result["overall"] == {"auroc": 1.0, "n": 2, "correct": 1}
+    assert result["by_tier"]["rare"]["auroc"] == 1.0 and "unseen" not in result["by_tier"]

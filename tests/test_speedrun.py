@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from groundup.speedrun import plan
+from groundup.world import read_jsonl
 
 from .conftest import PYTHON, REPO
 
@@ -44,7 +45,7 @@ def test_every_artifact_exists_and_the_plain_models_load_without_groundup(smoke_
     run_dir, _ = smoke_run
     for path in ["data/world.jsonl", "data/questions/eval_heldout.jsonl", "tokenizer/tokenizer.json",
                  "probe/idk_sft.jsonl", "probe/dpo_pairs.jsonl", "report.md", "report/outcomes.png",
-                 "report/pretrain_loss.png", "configs/pretrain.yaml"]:
+                 "report/pretrain_loss.png", "report/selective.png", "configs/pretrain.yaml"]:
         assert (run_dir / path).is_file() and (run_dir / path).stat().st_size > 0, path
     for arm in ARMS:
         for suffix in ("", "-heldout"):
@@ -58,6 +59,8 @@ def test_every_artifact_exists_and_the_plain_models_load_without_groundup(smoke_
     report = (run_dir / "report.md").read_text()
     assert "## Knowledge of self" in report and "## Working memory: closed-book vs open-book" in report
     assert "| sft | identity held-out accuracy >= 0.9 |" in report
+    assert "## Selective answering: refuse when unsure" in report and "| dpo, min_answer_prob 0.5 |" in report
+    assert all("answer_prob" in p for p in read_jsonl(run_dir / "eval" / "dpo" / "predictions.jsonl"))
     assert (run_dir / "report" / "outcomes_open_book.png").stat().st_size > 0
     code = ("import sys\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
             "for d in sys.argv[1:]:\n"

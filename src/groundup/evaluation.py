@@ -17,6 +17,11 @@ Candidate values (the "no other candidate appears" half of the correct rule), pe
 3. every gold answer and alias of the same `attribute` in the file;
 4. none: then only the gold and aliases are looked for.
 
+Greedy decoding also records, per answer, `answer_prob`: the probability of its least likely token (for a world answer,
+usually the value; `generation.ChosenTokenProbability`), and metrics.json its AUROC for telling right answers from
+wrong ones. `min_answer_prob` turns that into selective answering: an answer below it becomes the canonical refusal
+(graded refused; the answer given stays in `raw_response` / `raw_grade`).
+
 Writes `metrics.json` (overall and per tier, with Wilson 95% intervals), `predictions.jsonl` and `recipe.yaml`.
 """
 
@@ -33,7 +38,7 @@ from .chat import REFUSAL, REFUSAL_LEXICON
 from .errors import GroundupError
 from .jsonl import write_jsonl
 from .generation import cloze_prefix, torch_threads
-from .grading import compute_metrics, grade, over_conservativeness
+from .grading import abstain_below, answer_prob_auroc, compute_metrics, grade, over_conservativeness
 
 PREDICTION_KEYS = ("id", "question", "gold", "response", "grade", "tier")
 
@@ -68,6 +73,10 @@ class EvalArguments:
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (with do_sample)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling (with do_sample)."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling and few-shot selection."})
+    min_answer_prob: float | None = field(
+        default=None, metadata={"help": "Selective answering (greedy only): an answer whose least likely token had "
+                                        "probability below this becomes the canonical refusal; what the model said "
+                                        "stays in predictions.jsonl as raw_response. null: off."})
     limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N questions."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps ..."})
     num_threads: int | None = field(default=None, metadata={"help": "CPU threads for generation (null: torch's "
@@ -211,6 +220,12 @@ def build_generator(args: EvalArguments, rows: Sequence[dict[str, Any]]):
 
 def run_eval(args: EvalArguments) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Generate, grade, compute metrics. Writes nothing."""
+    if args.min_answer_prob is not None:
+        if args.do_sample:
+            raise GroundupError("min_answer_prob needs greedy decoding (do_sample false): a sampled token's "
+                                "probability says how it was drawn, not how sure the model is")
+        if not 0.0 <= args.min_answer_prob <= 1.0:
+            raise GroundupError(f"min_answer_prob {args.min_answer_prob} is not a probability (0 to 1)")
     rows = load_questions(args.questions, args.limit)
     schema, schema_source = resolve_schema(args.schema, args.questions)
     candidates = candidates_for(rows, schema)
@@ -219,17 +234,28 @@ def run_eval(args: EvalArguments) -> tuple[dict[str, Any], list[dict[str, Any]]]
         texts = [cloze_prefix(r) for r in rows]
     else:
         texts = [r["question"] for r in rows]
+    desc, systems = f"eval {args.arm or Path(args.model).name}", [r.get("system") for r in rows]
     with torch_threads(args.num_threads):
         start = time.perf_counter()
-        answers = generator.generate(texts, num_samples=1, do_sample=args.do_sample,
-                                     desc=f"eval {args.arm or Path(args.model).name}", seed=args.seed,
-                                     systems=[r.get("system") for r in rows])
+        if args.do_sample:
+            responses = [a[0] for a in generator.generate(texts, num_samples=1, do_sample=True, desc=desc,
+                                                          seed=args.seed, systems=systems)]
+            answer_probs = None
+        else:  # greedy: also the probability of each answer's least likely token (selective answering)
+            responses, answer_probs = generator.generate_with_confidence(texts, desc=desc, systems=systems)
         seconds = time.perf_counter() - start
-    responses = [a[0] for a in answers]
     if args.prompt_format == "cloze":  # grade (and show) the whole sentence
         responses = [f"{prefix} {response}".rstrip() + "." if response else "" for prefix, response in
                      zip(texts, responses)]
     predictions = grade_rows(rows, responses, candidates)
+    if answer_probs is not None:
+        for pred, prob in zip(predictions, answer_probs):
+            pred["answer_prob"] = prob
+    selective: dict[str, Any] = {"answer_prob_auroc": answer_prob_auroc(predictions)} if answer_probs else {}
+    if args.min_answer_prob is not None:
+        predictions = abstain_below(predictions, args.min_answer_prob)
+        selective.update(min_answer_prob=args.min_answer_prob,
+                         abstained=sum("raw_response" in p for p in predictions))
     tiers = [None if p["tier"] is None else str(p["tier"]) for p in predictions]
     scores = compute_metrics([p["grade"] for p in predictions], [p["gold"] is not None for p in predictions],
                              tiers if any(t is not None for t in tiers) else None)
@@ -247,6 +273,7 @@ def run_eval(args: EvalArguments) -> tuple[dict[str, Any], list[dict[str, Any]]]
         "generation": {"prompt_format": args.prompt_format, "do_sample": args.do_sample,
                        "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
                        "few_shot_n": args.few_shot_n if args.prompt_format == "few_shot" else 0},
+        **({"selective_answering": selective} if selective else {}),
         "timing": {"generate_seconds": round(seconds, 3),
                    "questions_per_second": round(len(rows) / max(seconds, 1e-9), 2)},
     }

@@ -183,6 +183,39 @@ def context_length(model) -> int | None:
     return None
 
 
+class ChosenTokenProbability:
+    """A logits processor that records, at every greedy step, the probability the model gives to the token it picks
+    (the largest softmax value of the scores it is handed; it changes nothing).
+
+    `answer_confidence` turns these into one number per answer: the probability of its *least* likely token, up to
+    the end of the turn. A fact the model half remembers shows up as one low-probability token (the value) in an
+    otherwise certain sentence, so the minimum, unlike the product, does not fall with answer length. Selective
+    answering (`min_answer_prob`) refuses below a threshold. Hand-written because transformers'
+    `compute_transition_scores` needs `output_scores`, which keeps every step's full vocabulary-sized scores.
+    """
+
+    def __init__(self):
+        self.steps: list = []
+
+    def __call__(self, input_ids, scores):
+        self.steps.append(scores.float().softmax(-1).max(-1).values)
+        return scores
+
+    def answer_confidence(self, new_tokens, eos_ids: Sequence[int]) -> list[float | None]:
+        """Per row of `new_tokens` (generated ids, padded after the end): the minimum recorded probability before
+        the first end-of-turn id; None for an empty answer."""
+        import torch
+
+        probs = torch.stack(self.steps, dim=1)[:, :new_tokens.shape[1]]
+        is_end = torch.isin(new_tokens, torch.tensor(list(eos_ids), device=new_tokens.device))
+        result: list[float | None] = []
+        for row in range(new_tokens.shape[0]):
+            ends = is_end[row].nonzero()
+            length = int(ends[0]) if len(ends) else new_tokens.shape[1]
+            result.append(round(float(probs[row, :length].min()), 6) if length else None)
+        return result
+
+
 @dataclass
 class HFGenerator:
     """A `Generator` backed by a transformers model. Build with `HFGenerator.load(...)` or from a loaded model."""
@@ -237,8 +270,18 @@ class HFGenerator:
                  systems: Sequence[str | None] | None = None) -> list[list[str]]:
         """`num_samples` answers per question: greedy (then num_samples must be 1) or sampled at `temperature`.
         `systems`: a system message per question (None entries: `system_prompt`)."""
+        return self._generate(questions, num_samples, do_sample, desc, seed, systems, confidence=False)[0]
+
+    def generate_with_confidence(self, questions: Sequence[str], desc: str = "generate",
+                                 systems: Sequence[str | None] | None = None) -> tuple[list[str], list[float | None]]:
+        """Greedy answers, and for each the probability of its least likely token (`ChosenTokenProbability`)."""
+        answers, confidences = self._generate(questions, 1, False, desc, None, systems, confidence=True)
+        return [a[0] for a in answers], confidences
+
+    def _generate(self, questions, num_samples, do_sample, desc, seed, systems, confidence):
         import torch
         from tqdm.auto import tqdm
+        from transformers import LogitsProcessorList
 
         if not do_sample and num_samples != 1:
             raise ValueError("greedy decoding gives one answer per question; set do_sample for several")
@@ -254,6 +297,7 @@ class HFGenerator:
                 f"exceeds the model's context of {limit} tokens: shorten the prompt (fewer few-shot examples) or "
                 f"lower max_new_tokens")
         answers: list[list[str]] = [[] for _ in prompts]
+        confidences: list[float | None] = [None] * len(prompts)
         # Sampling multiplies the rows per call by num_samples: keep the rows per call near batch_size.
         per_call = max(1, self.batch_size // num_samples) if do_sample else self.batch_size
         device = self.model.device
@@ -272,9 +316,14 @@ class HFGenerator:
             for batch in tqdm(batches, desc=desc, disable=not self.progress, unit="batch"):
                 inputs = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
                 inputs = {k: v.to(device) for k, v in inputs.items()}
-                out = self.model.generate(**inputs, **gen_kwargs)
+                recorder = ChosenTokenProbability() if confidence else None
+                out = self.model.generate(**inputs, **gen_kwargs,
+                                          logits_processor=LogitsProcessorList([recorder]) if recorder else None)
                 new_tokens = out[:, inputs["input_ids"].shape[1]:]
                 texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 for row, text in enumerate(texts):
                     answers[batch[row // num_samples]].append(truncate_at_stops(text, self.stops))
-        return answers
+                if recorder is not None:
+                    for row, value in enumerate(recorder.answer_confidence(new_tokens, self.eos_ids)):
+                        confidences[batch[row]] = value
+        return answers, confidences

@@ -283,3 +283,38 @@ def confidence_auroc(
     labels = [p["grade"] == CORRECT for p in rows]
     return {"auroc": auroc(scores, labels), "n": len(rows), "positives": sum(labels),
             "skipped": len(predictions) - len(rows)}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Selective answering: refuse when the model's own answer is unlikely
+
+
+def abstain_below(predictions: Sequence[Mapping[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """Predictions as if every attempted answer whose `answer_prob` (the probability of its least likely token) is
+    below `threshold` had been the canonical refusal: such rows get `response` = "I don't know.", grade refused, and
+    keep what was said in `raw_response` / `raw_grade`. Rows already refused or without `answer_prob` are unchanged.
+    """
+    from .chat import REFUSAL
+
+    gated = []
+    for p in predictions:
+        p = dict(p)
+        prob = p.get("answer_prob")
+        if prob is not None and prob < threshold and p["grade"] != REFUSED:
+            p.update(raw_response=p["response"], raw_grade=p["grade"], response=REFUSAL, grade=REFUSED)
+        gated.append(p)
+    return gated
+
+
+def answer_prob_auroc(predictions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How well `answer_prob` tells right answers from wrong ones: AUROC over the attempted answerable questions
+    (grade before any abstention), overall and per tier; None where a group has only right or only wrong answers."""
+    rows = [p for p in predictions if p.get("gold") is not None and p.get("answer_prob") is not None
+            and p.get("raw_grade", p["grade"]) != REFUSED]
+
+    def block(group):
+        labels = [p.get("raw_grade", p["grade"]) == CORRECT for p in group]
+        return {"auroc": auroc([p["answer_prob"] for p in group], labels), "n": len(group), "correct": sum(labels)}
+
+    tiers = list(dict.fromkeys(p.get("tier") for p in rows if p.get("tier") is not None))
+    return {"overall": block(rows), "by_tier": {str(t): block([p for p in rows if p.get("tier") == t]) for t in tiers}}

@@ -71,6 +71,8 @@ class SurprisalGPT2Model(GPT2Model):
     @torch.no_grad()
     def surprisal(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
         """-log P_reference(token | prefix) per token (0 for the first token and for padding)."""
+        if attention_mask is None:  # generate drops an all-ones mask; ours says so, or GPT-2 warns about padding
+            attention_mask = torch.ones_like(input_ids)
         hidden = self.reference(input_ids=input_ids, attention_mask=attention_mask,
                                 position_ids=position_ids).last_hidden_state
         logits = hidden @ self.reference.wte.weight.T
