@@ -37,3 +37,20 @@ def test_chat_on_a_folder_without_a_model_is_one_line(tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("error: chat: cannot load a model from")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_min_answer_prob_withholds_an_unsure_reply(tiny_model_dir):
+    from groundup.chat_cli import load_chat_model, reply
+
+    tokenizer, model = load_chat_model(str(tiny_model_dir))
+    for question in ("Where was Arel Thornby born?", "hello", "Who are you?", "What is your name?"):
+        messages = [{"role": "user", "content": question}]
+        plain = reply(tokenizer, model, messages, 6, 0.0)
+        if plain:  # a random model may end its turn at once; an empty answer has no probability to check
+            break
+    assert plain and plain != "I don't know."  # a random model never refuses
+    assert reply(tokenizer, model, messages, 6, 0.0, min_answer_prob=0.0) == plain
+    assert reply(tokenizer, model, messages, 6, 0.0, min_answer_prob=1.0) == "I don't know."
+    result = subprocess.run([PYTHON, "-m", "groundup.cli", "chat", str(tiny_model_dir), "--min-answer-prob", "0.5",
+                             "--temperature", "0.7"], input="", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "greedy" in result.stderr
