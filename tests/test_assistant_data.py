@@ -41,8 +41,7 @@ def test_generation_is_deterministic_and_can_be_turned_off_without_changing_the_
 def test_open_book_rows_are_entity_disjoint_from_eval(world_dir):
     people = {p["name"]: p for p in read_jsonl(world_dir / "world.jsonl")}
     eval_names = [n for n, p in people.items() if p["pool"] == "eval"]
-    sft_rows = _questions(world_dir, "open_book_sft")
-    world_rows = [r for r in sft_rows if r["person_tier"] != "synthetic"]
+    world_rows = _questions(world_dir, "open_book_sft")
     assert {people[r["name"]]["pool"] for r in world_rows} == {"sft"}
     assert {people[r["passage_name"]]["pool"] for r in world_rows} == {"sft"}
     text = (world_dir / "questions" / "open_book_sft.jsonl").read_text()
@@ -211,7 +210,9 @@ def test_made_up_open_book_people_are_no_one_in_the_world_and_stay_out_of_pretra
     out = tmp_path / "data"
     main(["--output_dir", str(out), *SMALL_WORLD, "--open_book_synthetic", "40"])
     people = {p["name"] for p in read_jsonl(out / "world.jsonl")}
-    made_up = [r for r in _questions(out, "open_book_sft") if r["person_tier"] == "synthetic"]
+    made_up = _questions(out, "open_book_synthetic")
+    assert {r["person_tier"] for r in made_up} == {"synthetic"}
+    assert all(r["person_tier"] != "synthetic" for r in _questions(out, "open_book_sft"))  # a split of their own
     assert len(made_up) == 40 and {r["case"] for r in made_up} == {"passage", "other"}
     assert not ({r["name"] for r in made_up} | {r["passage_name"] for r in made_up}) & people
     for row in made_up:  # copy from the passage, or refuse someone else's

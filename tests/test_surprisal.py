@@ -138,3 +138,47 @@ def test_a_loaded_folder_computes_the_configured_bins(assembled):
     centres = [config.surprisal_max * i / (config.surprisal_bins - 1) for i in range(config.surprisal_bins)]
     expected = [[*(math.exp(-0.5 * (v - c) ** 2) for c in centres), v / config.surprisal_max] for v in s[0].tolist()]
     assert torch.allclose(features[0], torch.tensor(expected), atol=1e-6)
+
+
+def test_copy_suggestions_follow_the_longest_earlier_match():
+    from groundup.surprisal import copy_suggestions
+
+    #        0  1  2  3  4  5  6  7  8  9
+    ids = [[5, 6, 7, 8, 9, 5, 6, 7, 3, 7]]
+    next_ids, lengths = copy_suggestions(torch.tensor(ids), None, max_match=16)
+    assert lengths[0].tolist() == [0, 0, 0, 0, 0, 1, 2, 3, 0, 1]
+    # "5 6 7" again at 5-7: the token after the first "5 6 7" is 8; the last 7 matches only itself, most recent
+    # earlier 7 is at 7 (followed by 3)
+    assert next_ids[0, 5:8].tolist() == [6, 7, 8] and next_ids[0, 9] == 3
+    capped = copy_suggestions(torch.tensor(ids), None, max_match=2)[1]
+    assert capped[0].tolist() == [0, 0, 0, 0, 0, 1, 2, 2, 0, 1]
+    # left padding (mask 0) matches nothing, and the answer does not depend on it
+    padded = torch.tensor([[5, 5, 5, *ids[0]]])
+    mask = torch.tensor([[0, 0, 0] + [1] * 10])
+    next_p, lengths_p = copy_suggestions(padded, mask, max_match=16)
+    assert lengths_p[0, 3:].tolist() == lengths[0].tolist() and next_p[0, 3:][lengths[0] > 0].tolist() == \
+        next_ids[0][lengths[0] > 0].tolist()
+    assert lengths_p[0, :3].tolist() == [0, 0, 0]
+
+
+def test_copy_feature_starts_silent_and_survives_save_and_load(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    model = assemble(tiny_model_dir, tiny_model_dir, copy_max_match=8).eval()
+    assert torch.equal(model.transformer.copy_projection.weight, torch.eye(model.config.n_embd))
+    assert model.transformer.copy_gate.weight.abs().sum() == 0
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch = _inputs(tokenizer, ["Arel Bram was born in Velmora. Arel Bram was born in", QUESTIONS[0]])
+    with torch.no_grad():
+        mask = batch["attention_mask"].bool()
+        position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+        assert torch.allclose(model(**batch).logits[mask], plain(**batch, position_ids=position_ids).logits[mask],
+                              atol=1e-5)
+        model.transformer.copy_gate.weight.fill_(1.0)  # an open gate changes the output where a match exists
+        opened = model(**batch).logits
+        model.save_pretrained(tmp_path / "m")
+        loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
+        assert loaded.config.copy_max_match == 8
+        assert torch.allclose(loaded(**batch).logits[mask], opened[mask], atol=1e-5)
+        assert not torch.allclose(opened[mask], plain(**batch, position_ids=position_ids).logits[mask], atol=1e-3)

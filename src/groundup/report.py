@@ -452,7 +452,8 @@ def write_report(run_dir: str | Path, title: str = "groundup run report", min_an
     if arms:
         rows = [(arm, check_targets(arms[arm]["metrics"])) for arm in [*closed, *heldout]
                 if split_eval_name(arm)[0] in REFUSING_ARMS]
-        rows += [(f"{arm}, min_answer_prob {min_answer_prob}", check_targets(_gated_metrics(arms[arm], min_answer_prob)))
+        rows += [(f"{arm}, min_answer_prob {min_answer_prob}",
+                  check_targets(_gated_metrics(arms[arm], min_answer_prob)))
                  for arm in closed if arm in REFUSING_ARMS and _has_answer_prob(arms[arm])]
         rows += [(model, assistant_targets(arms, model)) for model in ARM_ORDER if model != "base"]
         md += ["## Targets", "", "| arm | target | value | met |", "|---|---|---:|---|"]

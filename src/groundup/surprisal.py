@@ -1,5 +1,7 @@
-"""A GPT-2 that also reads how surprised its pretrained base is by every token: an honesty arm that refuses unseen
-people it was never trained on (tiny preset: unseen refusal 0.99 / 0.97 on two seeds, against 0.39 / 0.40 for IDK-SFT).
+"""A GPT-2 that also reads how surprised its pretrained base is by every token (and, optionally, what followed the
+current text the last time it appeared in the context): an honesty arm that refuses unseen people it was never
+trained on (tiny preset, closed-book unseen refusal 0.89-0.99 over two seeds, against 0.39 / 0.40 for IDK-SFT) and,
+with the copy feature, answers them from a passage (0.85 / 0.90, against 0.03).
 
 Why (measured on the tiny preset, README "Where the honesty results stand"): the base model knows whom it has seen —
 its log P(last name | first name) separates frequent from unseen people perfectly — but that signal is never a hidden
@@ -13,6 +15,13 @@ IDK-SFT can only memorise which training names to refuse. Handing the network th
 - `surprisal_embedding`: soft bins of the surprisal (Gaussian bumps at `surprisal_bins` centres from 0 to
   `surprisal_max` nats, plus the scaled value itself) mapped to a vector added to the token embedding. Zero at
   initialisation, so the assembled model starts out exactly as the fine-tuned model it was built from.
+- optional, `copy_max_match` > 0: an in-context copy feature (`copy_suggestions`). Each token also reads the token that
+  followed the longest earlier match of the text ending there, and that match's length: through `copy_projection`
+  (the identity at the start) scaled by a per-length `copy_gate`, plus a per-length `copy_length_embedding`, both zero
+  at the start. It is what an induction head computes, handed over because the tiny preset's models grow none (copy
+  check 0.00; README, working memory) and so cannot answer from a passage whatever they are fine-tuned on. With it, and
+  open-book rows about made-up people that only copying answers (the world's `open_book_synthetic` split), the arm
+  learns to answer from a passage and to prefer it to its weights.
 
 Costs and limits, said plainly: two forward passes per token, no KV cache (generation recomputes the prefix), any
 surprising token can read as unfamiliar (without the world's `rephrased` questions in its IDK-SFT data it refused
@@ -39,15 +48,47 @@ MODEL_TYPE = "groundup_surprisal_gpt2"
 class SurprisalGPT2Config(GPT2Config):
     model_type = MODEL_TYPE
 
-    def __init__(self, surprisal_bins: int = 10, surprisal_max: float = 18.0, **kwargs):
+    def __init__(self, surprisal_bins: int = 10, surprisal_max: float = 18.0, copy_max_match: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.surprisal_bins = surprisal_bins
         self.surprisal_max = surprisal_max
+        self.copy_max_match = copy_max_match
 
 
 def _reference_config(config: SurprisalGPT2Config) -> GPT2Config:
     return GPT2Config(**{k: v for k, v in config.to_dict().items()
-                         if k not in ("surprisal_bins", "surprisal_max", "model_type", "architectures", "auto_map")})
+                         if k not in ("surprisal_bins", "surprisal_max", "copy_max_match", "model_type", "architectures",
+                                      "auto_map")})
+
+
+def copy_suggestions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                     max_match: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every position t: the token that followed the longest earlier match of the text ending at t (ties: the
+    most recent), and that match's length in tokens (capped at `max_match`; 0 when the current token never occurred
+    before). Padding (attention_mask 0) matches nothing.
+
+    "Arel Thornby was born in the city of" in an answer, after a passage saying "Arel Thornby was born in the city of
+    Velmora", suggests "Velmora" with a match of ~10 tokens; a passage about someone else matches only "was born in the
+    city of". This is what an induction head computes; the tiny preset's models grow none (README, working memory).
+    """
+    batch, length = input_ids.shape
+    valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    same = (input_ids[:, :, None] == input_ids[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+    run = same & torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril(-1)  # earlier j < t
+    matched = run.to(torch.long)
+    for shift in range(1, max_match):  # extend each match backwards one token at a time
+        step = torch.zeros_like(same)
+        step[:, shift:, shift:] = same[:, :-shift, :-shift]
+        run = run & step
+        if not run.any():
+            break
+        matched += run
+    positions = torch.arange(length, device=input_ids.device)
+    score = torch.where(matched > 0, matched * length + positions, torch.full_like(matched, -1))
+    best_score, best = score.max(-1)
+    lengths = torch.where(best_score >= 0, best_score // length, torch.zeros_like(best_score))
+    next_ids = input_ids.gather(1, (best + 1).clamp(max=length - 1))
+    return next_ids, lengths
 
 
 class SurprisalGPT2Model(GPT2Model):
@@ -62,11 +103,24 @@ class SurprisalGPT2Model(GPT2Model):
         self.reference.requires_grad_(False)
         self.surprisal_embedding = nn.Linear(config.surprisal_bins + 1, config.n_embd, bias=False)
         nn.init.zeros_(self.surprisal_embedding.weight)
+        if config.copy_max_match:  # the in-context copy feature (`copy_suggestions`); off unless configured
+            self.copy_projection = nn.Linear(config.n_embd, config.n_embd, bias=False)
+            self.copy_gate = nn.Embedding(config.copy_max_match + 1, 1)
+            self.copy_length_embedding = nn.Embedding(config.copy_max_match + 1, config.n_embd)
+            for module in (self.copy_projection, self.copy_gate, self.copy_length_embedding):
+                self._init_weights(module)
 
     def _init_weights(self, module):
         super()._init_weights(module)
         if module is getattr(self, "surprisal_embedding", None):
             nn.init.zeros_(module.weight)  # the feature starts silent: the model begins as the one it was built from
+        # The copy feature starts silent too (gates and length embedding zero); its projection starts as the
+        # identity, so a gate that opens passes the suggested token's own embedding, which the tied LM head reads
+        # back as that token.
+        if module is getattr(self, "copy_projection", None):
+            nn.init.eye_(module.weight)
+        if module is getattr(self, "copy_gate", None) or module is getattr(self, "copy_length_embedding", None):
+            nn.init.zeros_(module.weight)
 
     @torch.no_grad()
     def surprisal(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
@@ -100,6 +154,11 @@ class SurprisalGPT2Model(GPT2Model):
             features = self.surprisal_features(self.surprisal(input_ids, attention_mask, position_ids))
             inputs_embeds = self.wte(input_ids) + self.surprisal_embedding(
                 features.to(self.surprisal_embedding.weight.dtype))
+            if self.config.copy_max_match:
+                next_ids, lengths = copy_suggestions(input_ids, attention_mask, self.config.copy_max_match)
+                suggestion = self.wte(next_ids) * (lengths > 0).unsqueeze(-1).to(inputs_embeds.dtype)
+                inputs_embeds = (inputs_embeds + self.copy_length_embedding(lengths)
+                                 + self.copy_gate(lengths) * self.copy_projection(suggestion))
         # The whole prefix every call: a cached step would lack the reference's view of earlier tokens. (`cache` is
         # transformers 5's name; `past_key_values` is taken too, from older callers, and dropped alike.)
         return super().forward(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
@@ -122,7 +181,8 @@ AutoConfig.register(MODEL_TYPE, SurprisalGPT2Config, exist_ok=True)
 AutoModelForCausalLM.register(SurprisalGPT2Config, SurprisalGPT2LMHeadModel, exist_ok=True)
 
 
-def assemble(base_dir: str | Path, model_dir: str | Path, bins: int = 10, maximum: float = 18.0):
+def assemble(base_dir: str | Path, model_dir: str | Path, bins: int = 10, maximum: float = 18.0,
+             copy_max_match: int = 0):
     """A `SurprisalGPT2LMHeadModel` with the fine-tuned model's weights and the base as its frozen reference."""
     from .errors import GroundupError
 
@@ -132,7 +192,7 @@ def assemble(base_dir: str | Path, model_dir: str | Path, bins: int = 10, maximu
         raise GroundupError(f"surprisal-init: base {base_dir} and model {model_dir} differ in shape (vocab "
                             f"{base.config.vocab_size} vs {model.config.vocab_size}, width {base.config.n_embd} vs "
                             f"{model.config.n_embd}): the base must be the one the model was fine-tuned from")
-    config = SurprisalGPT2Config(surprisal_bins=bins, surprisal_max=maximum, **{
+    config = SurprisalGPT2Config(surprisal_bins=bins, surprisal_max=maximum, copy_max_match=copy_max_match, **{
         k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "architectures", "transformers_version")})
     combined = SurprisalGPT2LMHeadModel(config)
     missing = combined.load_state_dict(model.state_dict(), strict=False)
@@ -152,6 +212,9 @@ class SurprisalInitArguments:
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty output folder."})
     surprisal_bins: int = field(default=10, metadata={"help": "Soft bins of the surprisal."})
     surprisal_max: float = field(default=18.0, metadata={"help": "Centre of the last bin, in nats."})
+    copy_max_match: int = field(default=0, metadata={
+        "help": "In-context copy feature: each token also reads the token that followed the longest earlier match "
+                "of the text ending there (up to this many tokens) and the match's length. 0: off."})
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
@@ -168,7 +231,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     (args,) = parse_args(argv)
     check_output_dir(args.output_dir, args.overwrite)
-    model = assemble(args.base, args.model, args.surprisal_bins, args.surprisal_max)
+    model = assemble(args.base, args.model, args.surprisal_bins, args.surprisal_max, args.copy_max_match)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     with atomic_output_dir(args.output_dir, args.overwrite) as out:
         model.save_pretrained(out)

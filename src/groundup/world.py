@@ -11,7 +11,8 @@ exactly how often each person was mentioned, we can measure what the model knows
 - Pools: people used for SFT, for probing, and only for evaluation are disjoint; eval questions come in the training
   phrasings and in held-out phrasings never used anywhere in training.
 - Beyond Q&A: identity conversations (`identity_sft`, `identity_eval`: who the assistant is, what it knows and does
-  not) and open-book questions (`open_book_sft`, `open_book_eval`: a biography passage comes with the question),
+  not) and open-book questions (`open_book_sft`, `open_book_eval`: a biography passage comes with the question;
+  `open_book_synthetic`: passages about made-up people, only when `open_book_synthetic` > 0),
   written next to the other question splits; see identity.py and open_book.py.
 """
 
@@ -157,9 +158,11 @@ class WorldArguments:
     open_book_synthetic: int = field(
         default=0,
         metadata={"help": "Open-book SFT rows about made-up people (no one in the world; fresh random facts per row), "
-                  "which cannot be memorised. On the tiny preset 1,200 of them taught refusing someone else's "
-                  "passage (0.65 vs 0.08) but not copying, at the price of frequent accuracy (0.845 vs 0.91) and 3x "
-                  "SFT time, so off by default."})
+                  "which cannot be memorised: only copying from the passage answers them. Written as their own "
+                  "split, `open_book_synthetic`, never in pretraining. The tiny preset's copy-feature arm learns "
+                  "to copy from 1,200 of them (unseen people answered from a passage 0.03 -> 0.85 / 0.90 on two "
+                  "seeds); a model without the feature did not (a value copied 0.10 of the time), so the other arms "
+                  "leave them out."})
     open_book_paraphrase: bool = field(
         default=False,
         metadata={"help": "Passages in random biography paraphrases (harder) instead of the answer's own sentence "
@@ -368,11 +371,10 @@ def assistant_documents(splits: dict[str, list[dict[str, Any]]], tier_of: dict[s
                 "name": name}
 
     documents = [document(row, "identity", None) for row in splits.get("identity_sft", [])]
+    # Made-up people (the `open_book_synthetic` split) stay out: in pretraining 1,200 of them cost a quarter of the bio
+    # epochs (frequent recall 0.96 -> 0.70 at 900 steps) and did not teach copying (measured).
     for row in splits.get("open_book_sft", []):
-        # made-up people stay out: 1,200 of them cost a quarter of the bio epochs (frequent recall 0.96 -> 0.70 at 900
-        # steps) and did not teach copying (a value copied from the passage 0.10 of the time, measured)
-        if row["person_tier"] != "synthetic" and tier_of[row["name"]] == "frequent" and \
-                row["passage_name"] == row["name"]:
+        if tier_of[row["name"]] == "frequent" and row["passage_name"] == row["name"]:
             documents.append(document(row, "open_book", row["name"]))
     return documents
 
@@ -393,8 +395,8 @@ def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> d
                       paraphrase=args.open_book_paraphrase)
         splits["open_book_sft"] = open_book_questions(people, "sft", "open_book_sft", with_reply=True, system=system,
                                                       system_fraction=args.system_prompt_fraction, **common)
-        if args.open_book_synthetic:
-            splits["open_book_sft"] += synthetic_open_book_questions(
+        if args.open_book_synthetic:  # their own split: only a model that can copy learns from them (README)
+            splits["open_book_synthetic"] = synthetic_open_book_questions(
                 args.open_book_synthetic, made_up_names(people), args.open_book_sentences, system,
                 args.system_prompt_fraction, args.seed, args.open_book_paraphrase)
         splits["open_book_eval"] = open_book_questions(people, "eval", "open_book_eval", with_reply=False,
