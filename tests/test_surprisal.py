@@ -64,6 +64,9 @@ def test_a_base_of_another_shape_is_one_clear_line(tiny_model_dir, tmp_path):
         tmp_path / "other")
     with pytest.raises(GroundupError, match="differ in shape"):
         assemble(tmp_path / "other", tiny_model_dir)
+    with pytest.raises(GroundupError, match="copy_max_match"):
+        main(["--base", str(tiny_model_dir), "--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"),
+              "--copy_max_match", "-1"])
 
 
 def test_lora_idk_sft_trains_the_feature_and_leaves_the_reference_alone(assembled, world_dir, tmp_path):

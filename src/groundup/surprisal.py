@@ -71,7 +71,7 @@ def copy_suggestions(input_ids: torch.Tensor, attention_mask: torch.Tensor | Non
     Velmora", suggests "Velmora" with a match of ~10 tokens; a passage about someone else matches only "was born in the
     city of". This is what an induction head computes; the tiny preset's models grow none (README, working memory).
     """
-    batch, length = input_ids.shape
+    length = input_ids.shape[1]
     valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     same = (input_ids[:, :, None] == input_ids[:, None, :]) & valid[:, :, None] & valid[:, None, :]
     run = same & torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril(-1)  # earlier j < t
@@ -230,6 +230,10 @@ def main(argv: list[str] | None = None) -> Path:
     from .outputs import atomic_output_dir, check_output_dir
 
     (args,) = parse_args(argv)
+    if args.copy_max_match < 0:
+        from .errors import GroundupError
+
+        raise GroundupError(f"copy_max_match must be 0 (off) or more, got {args.copy_max_match}")
     check_output_dir(args.output_dir, args.overwrite)
     model = assemble(args.base, args.model, args.surprisal_bins, args.surprisal_max, args.copy_max_match)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
