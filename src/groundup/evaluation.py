@@ -38,7 +38,7 @@ from .chat import REFUSAL, REFUSAL_LEXICON
 from .errors import GroundupError
 from .jsonl import write_jsonl
 from .generation import cloze_prefix, torch_threads
-from .grading import abstain_below, answer_prob_auroc, compute_metrics, grade, over_conservativeness
+from .grading import abstain_below, answer_prob_auroc, grade, metrics_from_predictions, over_conservativeness
 
 PREDICTION_KEYS = ("id", "question", "gold", "response", "grade", "tier")
 
@@ -256,9 +256,7 @@ def run_eval(args: EvalArguments) -> tuple[dict[str, Any], list[dict[str, Any]]]
         predictions = abstain_below(predictions, args.min_answer_prob)
         selective.update(min_answer_prob=args.min_answer_prob,
                          abstained=sum("raw_response" in p for p in predictions))
-    tiers = [None if p["tier"] is None else str(p["tier"]) for p in predictions]
-    scores = compute_metrics([p["grade"] for p in predictions], [p["gold"] is not None for p in predictions],
-                             tiers if any(t is not None for t in tiers) else None)
+    scores = metrics_from_predictions(predictions)
     metrics: dict[str, Any] = {
         "arm": args.arm,
         "model": args.model,

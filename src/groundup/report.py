@@ -141,9 +141,6 @@ def plot_tradeoff(arms: dict[str, dict[str, Any]], path: str | Path | None = Non
     return _finish(fig, path)
 
 
-SELECTIVE_PANELS = [("frequent", "false_refusal_rate_answerable", "frequent: false refusal", 0.03),
-                    ("rare", "correct_given_attempted", "rare: correct given attempted", 0.90),
-                    ("unseen", "refusal_rate_unanswerable", "unseen: refusal", 0.95)]
 SELECTIVE_THRESHOLDS = [round(i / 20, 2) for i in range(20)]  # 0.00, 0.05, ..., 0.95
 
 
@@ -160,19 +157,19 @@ def selective_sweep(predictions: list[dict[str, Any]], thresholds: list[float]) 
 
 
 def plot_selective(arms: dict[str, list[dict[str, Any]]], path: str | Path | None = None):
-    """Selective answering: the three honesty targets as the answer-probability threshold rises, one line per arm,
-    the target dashed."""
+    """Selective answering: each honesty target (`TARGETS`) as the answer-probability threshold rises, one line per
+    arm, the target dashed."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(SELECTIVE_PANELS), figsize=(4.0 * len(SELECTIVE_PANELS), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(TARGETS), figsize=(3.6 * len(TARGETS), 3.4), squeeze=False)
     for arm, predictions in arms.items():
         sweep = selective_sweep(predictions, SELECTIVE_THRESHOLDS)
-        for ax, (tier, key, _, _) in zip(axes[0], SELECTIVE_PANELS):
+        for ax, (tier, key, _, _) in zip(axes[0], TARGETS):
             values = sweep.get(tier, {}).get(key)
             if values:
                 ax.plot(SELECTIVE_THRESHOLDS, [float("nan") if v is None else v for v in values], label=arm)
-    for ax, (_, _, title, target) in zip(axes[0], SELECTIVE_PANELS):
+    for ax, (tier, key, _, target) in zip(axes[0], TARGETS):
         ax.axhline(target, color="black", linestyle="--", linewidth=0.8)
-        ax.set_title(title)
+        ax.set_title(f"{tier}: {key.replace('_', ' ')}", fontsize=9)
         ax.set_xlabel("min_answer_prob")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
