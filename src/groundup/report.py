@@ -374,6 +374,30 @@ def selective_section(closed: dict[str, dict[str, Any]], threshold: float, plots
     return md
 
 
+def confusion_section(closed: dict[str, dict[str, Any]], world_dir: Path) -> list[str]:
+    """What the wrong answers about the world's people are made of (confusions.py); empty without the world files."""
+    from .confusions import namesake_confusions
+    from .jsonl import read_jsonl
+
+    if not (world_dir / "world.jsonl").is_file() or not (world_dir / "schema.json").is_file():
+        return []
+    people = read_jsonl(world_dir / "world.jsonl")
+    values = json.loads((world_dir / "schema.json").read_text())["attributes"]
+    order = {"frequent": 0, "rare": 1, "unseen": 2}
+    rows = [(arm, tier, counts) for arm, data in closed.items()
+            for tier, counts in sorted(namesake_confusions(data["predictions"], people, values).items(),
+                                       key=lambda item: order.get(item[0], 3))]
+    if not rows:
+        return []
+    md = ["### Where the wrong answers come from", "",
+          "Wrong answers about a person of the world that name one value, and how many of those values belong to "
+          "someone the model read about who shares the person's first or last name; *expected* is that count had "
+          "each wrong value been drawn at random from the attribute's other values.", "",
+          "| arm | tier | wrong answers | a namesake's value | expected by chance |", "|---|---|---:|---:|---:|"]
+    md += [f"| {arm} | {tier} | {c['wrong']} | {c['from_namesake']} | {c['expected']:.1f} |" for arm, tier, c in rows]
+    return md + [""]
+
+
 def _has_answer_prob(data: dict[str, Any]) -> bool:
     return any(p.get("answer_prob") is not None for p in data["predictions"])
 
@@ -436,6 +460,7 @@ def write_report(run_dir: str | Path, title: str = "groundup run report", min_an
         plot_tradeoff({k: v["metrics"] for k, v in closed.items()}, plots / "tradeoff.png")
         md += ["![outcomes per arm and tier](report/outcomes.png)", "",
                "![accuracy vs refusal](report/tradeoff.png)", ""]
+        md += confusion_section(closed, run_dir / "data")
         if heldout:
             md += ["### Held-out phrasings", "", "The same people asked with question templates never used in "
                    "training.", ""] + honesty_table(heldout) + [""]
