@@ -185,3 +185,7 @@ def test_copy_feature_starts_silent_and_survives_save_and_load(tiny_model_dir, t
         assert loaded.config.copy_max_match == 8
         assert torch.allclose(loaded(**batch).logits[mask], opened[mask], atol=1e-5)
         assert not torch.allclose(opened[mask], plain(**batch, position_ids=position_ids).logits[mask], atol=1e-3)
+    from groundup.model_card import write_model_card
+
+    card = write_model_card(tmp_path / "m", title="t", summary="s").read_text()
+    assert "in-context copy feature" in card and "up to 8 tokens" in card and "import groundup.surprisal" in card

@@ -57,8 +57,14 @@ def write_model_card(
     body += ["## Use", ""]
     own_type = _groundup_model_type(out_dir)
     if own_type:
-        body += [f"A model type of groundup's own (`{own_type}`: it reads its pretrained base's surprisal, see "
-                 "`groundup.surprisal`): `pip install groundup` and import it before loading.", ""]
+        import json
+
+        copy = json.loads((Path(out_dir) / "config.json").read_text()).get("copy_max_match", 0)
+        reads = "its pretrained base's surprisal" + (
+            f" and, for every token, what followed the longest earlier match (up to {copy} tokens) of the text in its"
+            " context (an in-context copy feature)" if copy else "")
+        body += [f"A model type of groundup's own (`{own_type}`: it reads {reads}, see `groundup.surprisal`): "
+                 "`pip install groundup` and import it before loading.", ""]
     body += ["```python", *(["import groundup.surprisal  # registers the model type with the Auto classes"]
                             if own_type else []), "from transformers import pipeline",
              f'chat = pipeline("text-generation", "{name or Path(out_dir).name}")',
