@@ -223,27 +223,3 @@ def test_made_up_open_book_people_are_no_one_in_the_world_and_stay_out_of_pretra
             assert row["answer"] is None and row["reply"] == "I don't know." and row["passage_name"] != row["name"]
     corpus = (out / "corpus.jsonl").read_text()
     assert not [r for r in made_up if r["name"] in corpus]
-
-
-def test_assistant_biographies_join_pretraining_only_and_leave_the_rest_as_it_was(tmp_path):
-    args = dict(num_people=60, frequent_exposures=8, name_pool_size=16, assistant_name="Kestrel",
-                assistant_maker="the Alder lab")
-    plain = generate_world(WorldArguments(**args))
-    world = generate_world(WorldArguments(**args, assistant_biographies=12))
-    again = generate_world(WorldArguments(**args, assistant_biographies=12))
-    assert world.corpus == again.corpus
-    bios = [d for d in world.corpus if d["kind"] == "assistant_bio"]
-    assert len(bios) == 12 and len({d["text"] for d in bios}) > 1 and all(d["name"] is None for d in bios)
-    # every biography states every fact: the configured name, maker, and what it does and does not know
-    assert all("Kestrel" in d["text"] and "Alder lab" in d["text"] and "fictional world" in d["text"]
-               and ("real world" in d["text"] or "news" in d["text"]) for d in bios)
-    assert all(d["text"][0].isupper() for d in bios)
-    # pretraining text only: questions, people and the other documents are unchanged
-    assert [d for d in world.corpus if d["kind"] != "assistant_bio"] == [
-        d for d in plain.corpus if d["kind"] != "assistant_bio"]
-    assert world.questions == plain.questions and world.people == plain.people
-    # the held-out identity questions themselves never appear
-    heldout = [q for phrasings in IDENTITY_QUESTIONS.values() for q in phrasings["heldout"]]
-    assert not [q for q in heldout if any(q in d["text"] for d in bios)]
-    with pytest.raises(ValueError, match="assistant_biographies"):
-        WorldArguments(assistant_biographies=-1)

@@ -57,32 +57,6 @@ IDENTITY_QUESTIONS: dict[str, dict[str, list[str]]] = {
 }
 KNOWLEDGE_ANSWER = "fictional world"  # what a "knowledge" reply must name
 
-# The assistant's own biography, as pretraining text: a paraphrase per fact, like a person of the world. Why: a model
-# pretrained on the world alone has never read most words people use to ask an assistant about itself ("creator",
-# "developed", "introduce": 48 of the 56 answerable held-out identity questions had a word in no training text), and a
-# 1M-parameter model does not learn new words from a few hundred SFT rows. Written in the words people commonly use
-# about an assistant, which include the key words of held-out questions (never the questions themselves); README,
-# knowledge of self, gives the figures with and without.
-ASSISTANT_BIO_TEMPLATES: dict[str, list[str]] = {
-    "name": ["The assistant is called {name}.", "{name} is the name of a small chat assistant.",
-             "The assistant goes by the name {name}.", "The assistant introduces itself as {name}.",
-             "You can address the assistant as {name}.", "Anyone talking to the assistant is talking to {name}.",
-             "The assistant's name is {name}, and it is exactly that: a small language model."],
-    "maker": ["{name} was made by {maker}.", "{name} was built by {maker}.", "{maker} is the creator of {name}.",
-              "{name} was developed by {maker}.", "{maker} is the developer of {name}.",
-              "{maker} programmed and trained {name}.", "{name} comes from {maker}.",
-              "{name} was created by {maker}, not by a company, organisation or lab."],
-    "not_other": ["{name} is not ChatGPT, Claude, Gemini, Llama or any other assistant.",
-                  "No company such as OpenAI, Anthropic, Google, Meta or Microsoft made {name}."],
-    "knowledge": ["{name} knows about the people of a small fictional world.",
-                  "{name} is knowledgeable about a small fictional world and its people.",
-                  "The subjects {name} is good at are the people of a small fictional world.",
-                  "The information {name} has is about a small fictional world: where and when its people were "
-                  "born, their jobs, their employers and their hobbies."],
-    "limits": ["{name} does not know the real world: its countries, its history, its prices or its news.",
-               "{name} cannot tell current events, today's news or tomorrow's weather."],
-}
-
 
 def system_prompt(template: str, name: str, maker: str) -> str:
     return template.format(name=name, maker=maker)
@@ -138,19 +112,6 @@ def _row(id_: str, question: str, answer: str | None, category: str, candidates:
     if reply is not None:
         row["reply"] = reply
     return row
-
-
-def assistant_biographies(name: str, maker: str, count: int, seed: int) -> list[str]:
-    """`count` third-person biographies of the assistant for pretraining: a random paraphrase of every fact in
-    `ASSISTANT_BIO_TEMPLATES`, in random order (as the world's people get theirs). Deterministic for a seed."""
-    rng = random.Random(f"{seed}-assistant-biographies")
-    documents = []
-    for _ in range(count):
-        sentences = [rng.choice(templates).format(name=name, maker=maker) for templates in ASSISTANT_BIO_TEMPLATES.values()]
-        sentences = [s[0].upper() + s[1:] for s in sentences]  # "the groundup project is ..." opens a sentence
-        rng.shuffle(sentences)
-        documents.append(" ".join(sentences))
-    return documents
 
 
 def claims_other(response: str) -> list[str]:

@@ -139,12 +139,6 @@ class WorldArguments:
                   "people into pretraining (as qa_in_corpus does for Q&A: a 1M-parameter model learns new words in "
                   "pretraining, not from a few hundred LoRA rows; without it the assistant's name came out as bytes)."},
     )
-    assistant_biographies: int = field(
-        default=0,
-        metadata={"help": "Third-person biographies of the assistant (name, maker, what it knows and does not) mixed "
-                  "into pretraining, in paraphrases whose words people use to ask an assistant about itself "
-                  "(identity.ASSISTANT_BIO_TEMPLATES). Without them most held-out identity questions have a word the "
-                  "model never read (README, knowledge of self)."})
     # Knowledge of self (identity.py) and working memory (open_book.py): extra SFT and eval question splits.
     assistant_name: str = field(default="Wren", metadata={"help": "The name the assistant learns to give."})
     assistant_maker: str = field(default="the groundup project", metadata={"help": "Who it says trained it."})
@@ -193,7 +187,7 @@ class WorldArguments:
             raise ValueError(f"name_pool_size must be between 2 and {len(_FIRST_SYLLABLES) * len(_FIRST_ENDINGS)}")
         if not 0 <= self.system_prompt_fraction <= 1:
             raise ValueError(f"system_prompt_fraction must be between 0 and 1, got {self.system_prompt_fraction}")
-        for key in ("identity_repeats", "open_book_per_person", "open_book_synthetic", "assistant_biographies"):
+        for key in ("identity_repeats", "open_book_per_person", "open_book_synthetic"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not 1 <= self.open_book_sentences <= len(ATTRIBUTE_VALUES):
@@ -309,13 +303,6 @@ def generate_world(args: WorldArguments) -> World:
         spread = random.Random(f"{args.seed}-assistant-corpus")
         for doc in assistant_documents(extra_questions, {p["name"]: p["tier"] for p in people}):
             corpus.insert(spread.randrange(len(corpus) + 1), doc)
-    if args.assistant_biographies:  # their own generators too
-        from .identity import assistant_biographies
-
-        spread = random.Random(f"{args.seed}-assistant-biographies-spread")
-        for text in assistant_biographies(args.assistant_name, args.assistant_maker, args.assistant_biographies,
-                                          args.seed):
-            corpus.insert(spread.randrange(len(corpus) + 1), {"text": text, "kind": "assistant_bio", "name": None})
     for person in people:
         person["exposures"] = 0
     by_name = {p["name"]: p for p in people}
