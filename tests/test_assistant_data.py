@@ -8,7 +8,7 @@ import pytest
 
 from groundup.chat import is_refusal
 from groundup.grading import grade
-from groundup.identity import IDENTITY_QUESTIONS, OTHER_MAKERS, claims_other
+from groundup.identity import IDENTITY_QUESTIONS, OTHER_MAKERS, REAL_WORLD_SFT_QUESTIONS, claims_other
 from groundup.jsonl import read_jsonl
 from groundup.errors import GroundupError
 from groundup.sft_data import load_source, world_dpo_rows, world_sft_rows
@@ -196,7 +196,8 @@ def test_assistant_documents_in_pretraining_show_only_frequent_sft_people(world_
     corpus = read_jsonl(world_dir / "corpus.jsonl")
     identity = [d for d in corpus if d["kind"] == "identity"]
     open_book = [d for d in corpus if d["kind"] == "open_book"]
-    assert len(identity) == len(_questions(world_dir, "identity_sft")) and open_book
+    trained = [r for r in _questions(world_dir, "identity_sft") if r["phrasing"] == "train"]
+    assert len(identity) == len(trained) and open_book  # the augmented rows (made-up words, sft_only) stay out
     assert all(people[d["name"]]["tier"] == "frequent" and people[d["name"]]["pool"] == "sft" for d in open_book)
     others = [n for n, p in people.items() if p["tier"] != "frequent" or p["pool"] != "sft"]
     text = "".join(d["text"] for d in identity + open_book)
@@ -223,3 +224,43 @@ def test_made_up_open_book_people_are_no_one_in_the_world_and_stay_out_of_pretra
             assert row["answer"] is None and row["reply"] == "I don't know." and row["passage_name"] != row["name"]
     corpus = (out / "corpus.jsonl").read_text()
     assert not [r for r in made_up if r["name"] in corpus]
+
+
+def test_identity_augmentation_is_sft_only_and_changes_one_word(tmp_path):
+    args = dict(num_people=60, frequent_exposures=8, name_pool_size=16)
+    plain = generate_world(WorldArguments(**args, identity_augment=False))
+    world = generate_world(WorldArguments(**args))
+    assert world.questions == generate_world(WorldArguments(**args)).questions  # deterministic
+    rows = world.questions["identity_sft"]
+    # turned off, the rest is as it was: the same train rows, the same pretraining text (a decision, not words)
+    assert [r for r in rows if r["phrasing"] == "train"] == plain.questions["identity_sft"]
+    assert world.corpus == plain.corpus
+    extra = [r for r in rows if r["phrasing"] == "sft_only"]
+    assert {r["question"] for r in extra} == set(REAL_WORLD_SFT_QUESTIONS)
+    assert all(r["answer"] is None and r["reply"].startswith("I don't know.") for r in extra)
+    nonce = [r for r in rows if r["phrasing"] == "nonce"]
+    sources = {q for c in IDENTITY_QUESTIONS.values() for q in c["train"]} | set(REAL_WORLD_SFT_QUESTIONS)
+    training_words = {w.lower() for q in sources for w in re.findall(r"[\w']+", q)}
+    for row in nonce:
+        words = row["question"].split(" ")
+        source = [q for q in sources if len(q.split(" ")) == len(words)
+                  and sum(a != b for a, b in zip(q.split(" "), words)) == 1]
+        assert source, row["question"]  # one word of a training phrasing replaced
+        new = [w for w in re.findall(r"[\w']+", row["question"]) if w.lower() not in training_words]
+        assert len(new) == 1 and new[0].lower() not in {"you", "your", "who", "what"}
+        assert row["reply"] == next(r["reply"] for r in rows if r["question"] in source)  # same reply as its source
+    assert {r["category"] for r in nonce} == set(IDENTITY_QUESTIONS)
+    assert 0 < sum("system" in r for r in extra + nonce) < len(extra + nonce)
+    heldout = {q for c in IDENTITY_QUESTIONS.values() for q in c["heldout"]}
+    assert not heldout & {r["question"] for r in rows}
+    with pytest.raises(ValueError, match="identity_nonce_variants"):
+        WorldArguments(identity_nonce_variants=-1)
+
+
+def test_identity_augmentation_leaves_the_tokenizers_text_as_it_was(tmp_path):
+    from groundup.tokenizer import chat_texts
+
+    main(["--output_dir", str(tmp_path / "on"), *SMALL_WORLD])
+    main(["--output_dir", str(tmp_path / "off"), *SMALL_WORLD, "--identity_augment", "false"])
+    assert chat_texts(tmp_path / "on") == chat_texts(tmp_path / "off")
+    assert len(_questions(tmp_path / "on", "identity_sft")) > len(_questions(tmp_path / "off", "identity_sft"))

@@ -57,6 +57,30 @@ IDENTITY_QUESTIONS: dict[str, dict[str, list[str]]] = {
 }
 KNOWLEDGE_ANSWER = "fictional world"  # what a "knowledge" reply must name
 
+# SFT-only augmentation (`augment=True`), never in pretraining: it teaches a decision, not words or facts, and leaves
+# the base model as it was. Why: 48 of the 56 answerable held-out identity questions have a word in no training text
+# ("Who is your creator?"), and a 1M-parameter model met them with whichever reply its few training phrasings made
+# likeliest: the real-world refusal ("I don't know.") on one seed, the introduction on another. Two kinds of rows teach
+# the invariance instead (tiny preset, vanilla SFT on an unchanged base, identity held-out / real-world refused, seed 0:
+# 0.96 / 0.94 -> 0.93 / 1.00; seed 1: 0.77 / 0.94 -> 0.84 / 1.00):
+# - more real-world questions (refused), many in the "Who <verb> ...?" form the identity questions have, so that
+#   "you" / "your", not the question's shape, is what tells them apart (these alone: seed 1 0.59 / 1.00);
+# - every training phrasing again with one content word replaced by a made-up word, so an unknown word does not
+#   decide the answer (these alone: seed 1 0.875, but "Who wrote Hamlet?" then got the introduction: 0.56 refused).
+REAL_WORLD_SFT_QUESTIONS = [
+    "Who painted the Mona Lisa?", "Who discovered penicillin?", "What is the boiling point of water?",
+    "How far is the Moon from the Earth?", "What is the largest ocean on Earth?", "Who invented the telephone?",
+    "What language is spoken in Brazil?", "When was the internet invented?", "Who is the richest person in the world?",
+    "Which team won the match last night?", "What is the speed of light?", "Who founded Rome?",
+    "What time is it in London?", "Who is the prime minister of India?"]
+# Words a made-up word never replaces: what makes a question a question, and about "you".
+_FUNCTION_WORDS = {
+    "what", "what's", "who", "which", "where", "when", "how", "is", "are", "do", "does", "did", "was", "were", "will",
+    "you", "your", "yourself", "i", "me", "my", "the", "a", "an", "of", "to", "in", "on", "about", "at", "can",
+    "could", "should", "be", "by", "from", "with", "for", "and", "or", "it", "tell"}
+_NONCE_ONSETS = ["bl", "tr", "v", "qu", "sk", "m", "gr", "pl", "d", "z", "fr", "st"]
+_NONCE_VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
+
 
 def system_prompt(template: str, name: str, maker: str) -> str:
     return template.format(name=name, maker=maker)
@@ -77,12 +101,36 @@ def replies(name: str, maker: str) -> dict[str, tuple[str | None, str, list[str]
     }
 
 
+def nonce_word(rng: random.Random) -> str:
+    """A made-up lowercase word ("blaiquosh"): two or three syllables no training text uses as a word."""
+    syllables = "".join(rng.choice(_NONCE_ONSETS) + rng.choice(_NONCE_VOWELS) for _ in range(rng.randint(2, 3)))
+    return syllables + rng.choice(["", "n", "t", "sh", "m"])
+
+
+def with_nonce_word(question: str, rng: random.Random) -> str | None:
+    """`question` with one content word replaced by a made-up word (punctuation kept; capitalised at the start); None
+    when it has no content word. Names of assistants and makers are kept: they are what `not_other` asks about."""
+    words = question.split(" ")
+    names = {w.lower() for n in (*OTHER_ASSISTANTS, *OTHER_MAKERS) for w in n.split(" ")}
+    slots = [i for i, w in enumerate(words) if w.strip("?.!,").lower() not in _FUNCTION_WORDS | names]
+    if not slots:
+        return None
+    i = rng.choice(slots)
+    bare = words[i].strip("?.!,")
+    word = nonce_word(rng)
+    words[i] = words[i].replace(bare, word.capitalize() if i == 0 else word, 1)
+    return " ".join(words)
+
+
 def identity_questions(name: str, maker: str, system: str, system_fraction: float, repeats: int,
-                       seed: int) -> dict[str, list[dict[str, Any]]]:
+                       seed: int, augment: bool = False, nonce_variants: int = 4) -> dict[str, list[dict[str, Any]]]:
     """{"identity_sft": rows with `reply`, "identity_eval": held-out phrasings with and without the system prompt}.
 
-    SFT: every train phrasing `repeats` times; a `system_fraction` share of them (chosen with `seed`) with the system
-    prompt. Eval: every held-out phrasing twice, without and with the system prompt.
+    SFT: every train phrasing `repeats` times (`phrasing: "train"`); a `system_fraction` share of them (chosen with
+    `seed`) with the system prompt. With `augment`, also `REAL_WORLD_SFT_QUESTIONS` `repeats` times each (`phrasing:
+    "sft_only"`) and `nonce_variants` copies of every such question with one word made up (`phrasing: "nonce"`); their
+    own generator, so the other rows stay as they were. Eval: every held-out phrasing twice, without and with the
+    system prompt.
     """
     rng = random.Random(f"{seed}-identity")
     table = replies(name, maker)
@@ -99,7 +147,26 @@ def identity_questions(name: str, maker: str, system: str, system_fraction: floa
                 evaluation.append(_row(f"identity_eval-{category}-{t}-{'system' if with_system else 'plain'}",
                                        question, answer, category, candidates, system if with_system else None,
                                        "heldout"))
+    if augment:
+        sft += _augmented_rows(table, system, system_fraction, repeats, nonce_variants, seed)
     return {"identity_sft": sft, "identity_eval": evaluation}
+
+
+def _augmented_rows(table: dict[str, tuple[str | None, str, list[str]]], system: str, system_fraction: float,
+                    repeats: int, nonce_variants: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(f"{seed}-identity-augment")
+    phrasings = [(c, q, "train") for c, p in IDENTITY_QUESTIONS.items() for q in p["train"]]
+    phrasings += [("limits", q, "sft_only") for q in REAL_WORLD_SFT_QUESTIONS]
+    rows = []
+    for t, (category, question, kind) in enumerate(phrasings):
+        answer, reply, candidates = table[category]
+        variants = [(question, "sft_only")] * repeats if kind == "sft_only" else []
+        variants += [(v, "nonce") for v in (with_nonce_word(question, rng) for _ in range(nonce_variants)) if v]
+        for r, (text, phrasing) in enumerate(variants):
+            with_system = rng.random() < system_fraction
+            rows.append(_row(f"identity_sft-{category}-{phrasing}-{t}-{r}", text, answer, category, candidates,
+                             system if with_system else None, phrasing, reply))
+    return rows
 
 
 def _row(id_: str, question: str, answer: str | None, category: str, candidates: list[str], system: str | None,

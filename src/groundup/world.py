@@ -151,6 +151,14 @@ class WorldArguments:
         default=8, metadata={"help": "Copies of each identity SFT question (0: none). Tiny preset, held-out identity "
                                      "accuracy of vanilla SFT with 3 -> 8: seed 0 0.68 -> 0.89, seed 1 0.84 -> 0.75; "
                                      "real-world questions refused 0.63-0.75 -> 0.94-1.00."})
+    identity_augment: bool = field(
+        default=True,
+        metadata={"help": "SFT-only identity rows (never in pretraining): more real-world questions to refuse, and "
+                  "every training phrasing with one word made up (`identity_nonce_variants` copies), so that an "
+                  "unknown word in a question does not decide between introducing itself and refusing "
+                  "(identity.REAL_WORLD_SFT_QUESTIONS has the measurements)."})
+    identity_nonce_variants: int = field(
+        default=4, metadata={"help": "Made-up-word copies of each identity training phrasing (identity_augment)."})
     open_book_per_person: int = field(
         default=2, metadata={"help": "Attributes asked open-book per person (SFT and eval pools; 0: no open-book "
                                      "splits)."})
@@ -187,7 +195,7 @@ class WorldArguments:
             raise ValueError(f"name_pool_size must be between 2 and {len(_FIRST_SYLLABLES) * len(_FIRST_ENDINGS)}")
         if not 0 <= self.system_prompt_fraction <= 1:
             raise ValueError(f"system_prompt_fraction must be between 0 and 1, got {self.system_prompt_fraction}")
-        for key in ("identity_repeats", "open_book_per_person", "open_book_synthetic"):
+        for key in ("identity_repeats", "identity_nonce_variants", "open_book_per_person", "open_book_synthetic"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not 1 <= self.open_book_sentences <= len(ATTRIBUTE_VALUES):
@@ -370,7 +378,9 @@ def assistant_documents(splits: dict[str, list[dict[str, Any]]], tier_of: dict[s
         return {"text": render_chat(conversation(row["question"], row["reply"], row.get("system"))), "kind": kind,
                 "name": name}
 
-    documents = [document(row, "identity", None) for row in splits.get("identity_sft", [])]
+    # The augmented identity rows (identity_augment) stay out: they teach a decision, not words or facts.
+    documents = [document(row, "identity", None) for row in splits.get("identity_sft", [])
+                 if row["phrasing"] == "train"]
     # Made-up people (the `open_book_synthetic` split) stay out: in pretraining 1,200 of them cost a quarter of the bio
     # epochs (frequent recall 0.96 -> 0.70 at 900 steps) and did not teach copying (measured).
     for row in splits.get("open_book_sft", []):
@@ -389,7 +399,8 @@ def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> d
     splits: dict[str, list[dict[str, Any]]] = {}
     if args.identity_repeats:
         splits.update(identity_questions(args.assistant_name, args.assistant_maker, system,
-                                         args.system_prompt_fraction, args.identity_repeats, args.seed))
+                                         args.system_prompt_fraction, args.identity_repeats, args.seed,
+                                         args.identity_augment, args.identity_nonce_variants))
     if args.open_book_per_person:
         common = dict(per_person=args.open_book_per_person, sentences=args.open_book_sentences, seed=args.seed,
                       paraphrase=args.open_book_paraphrase)
