@@ -21,7 +21,7 @@ even 10 epochs of open-book SFT memorised their passages (training token accurac
 people (contradicting passage won 0.03); with 1,200 made-up people the plain models still copied a value on only
 0.09-0.17 of those training rows (chance 0.06): the tiny base cannot copy from its context at all
 (`inspection.copy_check` 0.00: no induction heads). The surprisal arm's copy feature (`surprisal.copy_suggestions`)
-hands it that ability; with the made-up rows it answers unseen people from a passage 0.85 / 0.90 of the time (two
+hands it that ability; with the made-up rows it answers unseen people from a passage 0.875 / 0.975 of the time (two
 seeds; 0.03 without the rows, README, working memory).
 """
 
