@@ -196,8 +196,9 @@ def test_assistant_documents_in_pretraining_show_only_frequent_sft_people(world_
     corpus = read_jsonl(world_dir / "corpus.jsonl")
     identity = [d for d in corpus if d["kind"] == "identity"]
     open_book = [d for d in corpus if d["kind"] == "open_book"]
-    trained = [r for r in _questions(world_dir, "identity_sft") if r["phrasing"] == "train"]
-    assert len(identity) == len(trained) and open_book  # the augmented rows (made-up words, sft_only) stay out
+    assert len(identity) == len(_questions(world_dir, "identity_sft")) and open_book
+    augmented = {r["question"] for r in _questions(world_dir, "identity_augment")}
+    assert augmented and not [d for d in identity if any(q in d["text"] for q in augmented)]  # SFT only
     assert all(people[d["name"]]["tier"] == "frequent" and people[d["name"]]["pool"] == "sft" for d in open_book)
     others = [n for n, p in people.items() if p["tier"] != "frequent" or p["pool"] != "sft"]
     text = "".join(d["text"] for d in identity + open_book)
@@ -231,9 +232,9 @@ def test_identity_augmentation_is_sft_only_and_changes_one_word(tmp_path):
     plain = generate_world(WorldArguments(**args, identity_augment=False))
     world = generate_world(WorldArguments(**args))
     assert world.questions == generate_world(WorldArguments(**args)).questions  # deterministic
-    rows = world.questions["identity_sft"]
-    # turned off, the rest is as it was: the same train rows, the same pretraining text (a decision, not words)
-    assert [r for r in rows if r["phrasing"] == "train"] == plain.questions["identity_sft"]
+    rows = world.questions["identity_augment"]
+    # a split of its own: turned off, everything else is as it was, pretraining text included (a decision, not words)
+    assert {k: v for k, v in world.questions.items() if k != "identity_augment"} == plain.questions
     assert world.corpus == plain.corpus
     extra = [r for r in rows if r["phrasing"] == "sft_only"]
     assert {r["question"] for r in extra} == set(REAL_WORLD_SFT_QUESTIONS)
@@ -248,7 +249,8 @@ def test_identity_augmentation_is_sft_only_and_changes_one_word(tmp_path):
         assert source, row["question"]  # one word of a training phrasing replaced
         new = [w for w in re.findall(r"[\w']+", row["question"]) if w.lower() not in training_words]
         assert len(new) == 1 and new[0].lower() not in {"you", "your", "who", "what"}
-        assert row["reply"] == next(r["reply"] for r in rows if r["question"] in source)  # same reply as its source
+        originals = world.questions["identity_sft"] + extra
+        assert row["reply"] == next(r["reply"] for r in originals if r["question"] in source)  # its source's reply
     assert {r["category"] for r in nonce} == set(IDENTITY_QUESTIONS)
     assert 0 < sum("system" in r for r in extra + nonce) < len(extra + nonce)
     heldout = {q for c in IDENTITY_QUESTIONS.values() for q in c["heldout"]}
@@ -263,4 +265,5 @@ def test_identity_augmentation_leaves_the_tokenizers_text_as_it_was(tmp_path):
     main(["--output_dir", str(tmp_path / "on"), *SMALL_WORLD])
     main(["--output_dir", str(tmp_path / "off"), *SMALL_WORLD, "--identity_augment", "false"])
     assert chat_texts(tmp_path / "on") == chat_texts(tmp_path / "off")
-    assert len(_questions(tmp_path / "on", "identity_sft")) > len(_questions(tmp_path / "off", "identity_sft"))
+    assert _questions(tmp_path / "on", "identity_augment")
+    assert not (tmp_path / "off" / "questions" / "identity_augment.jsonl").exists()

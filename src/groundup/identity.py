@@ -57,8 +57,8 @@ IDENTITY_QUESTIONS: dict[str, dict[str, list[str]]] = {
 }
 KNOWLEDGE_ANSWER = "fictional world"  # what a "knowledge" reply must name
 
-# SFT-only augmentation (`augment=True`), never in pretraining: it teaches a decision, not words or facts, and leaves
-# the base model as it was. Why: 48 of the 56 answerable held-out identity questions have a word in no training text
+# SFT-only augmentation (`augment=True`: the `identity_augment` split), never in pretraining or DPO: it teaches a
+# decision, not words or facts, and leaves the base model as it was. Why: 48 of the 56 answerable held-out identity questions have a word in no training text
 # ("Who is your creator?"), and a 1M-parameter model met them with whichever reply its few training phrasings made
 # likeliest: the real-world refusal ("I don't know.") on one seed, the introduction on another. Two kinds of rows teach
 # the invariance instead (tiny preset, vanilla SFT on an unchanged base, identity held-out / real-world refused, seed 0:
@@ -125,13 +125,14 @@ def with_nonce_word(question: str, rng: random.Random) -> str | None:
 
 def identity_questions(name: str, maker: str, system: str, system_fraction: float, repeats: int,
                        seed: int, augment: bool = False, nonce_variants: int = 4) -> dict[str, list[dict[str, Any]]]:
-    """{"identity_sft": rows with `reply`, "identity_eval": held-out phrasings with and without the system prompt}.
+    """{"identity_sft": rows with `reply`, "identity_eval": held-out phrasings with and without the system prompt,
+    and with `augment` "identity_augment": SFT-only rows}.
 
-    SFT: every train phrasing `repeats` times (`phrasing: "train"`); a `system_fraction` share of them (chosen with
-    `seed`) with the system prompt. With `augment`, also `REAL_WORLD_SFT_QUESTIONS` `repeats` times each (`phrasing:
-    "sft_only"`) and `nonce_variants` copies of every such question with one word made up (`phrasing: "nonce"`); their
-    own generator, so the other rows stay as they were. Eval: every held-out phrasing twice, without and with the
-    system prompt.
+    identity_sft: every train phrasing `repeats` times; a `system_fraction` share of them (chosen with `seed`) with the
+    system prompt. identity_augment: `REAL_WORLD_SFT_QUESTIONS` `repeats` times each (`phrasing: "sft_only"`) and
+    `nonce_variants` copies of every train phrasing and of those questions with one word made up (`phrasing:
+    "nonce"`); their own generator, so the other splits stay as they were. Eval: every held-out phrasing twice, without
+    and with the system prompt.
     """
     rng = random.Random(f"{seed}-identity")
     table = replies(name, maker)
@@ -148,9 +149,10 @@ def identity_questions(name: str, maker: str, system: str, system_fraction: floa
                 evaluation.append(_row(f"identity_eval-{category}-{t}-{'system' if with_system else 'plain'}",
                                        question, answer, category, candidates, system if with_system else None,
                                        "heldout"))
+    splits = {"identity_sft": sft, "identity_eval": evaluation}
     if augment:
-        sft += _augmented_rows(table, system, system_fraction, repeats, nonce_variants, seed)
-    return {"identity_sft": sft, "identity_eval": evaluation}
+        splits["identity_augment"] = _augmented_rows(table, system, system_fraction, repeats, nonce_variants, seed)
+    return splits
 
 
 def _augmented_rows(table: dict[str, tuple[str | None, str, list[str]]], system: str, system_fraction: float,

@@ -82,8 +82,6 @@ def chat_texts(world_dir: str | Path | None) -> list[str]:
             if not path.is_file():
                 continue
             for row in read_jsonl(path):
-                if split == "identity_sft" and row.get("phrasing", "train") != "train":
-                    continue  # identity_augment's made-up words and extra questions are SFT-only (identity.py)
                 if row.get("reply") is not None:
                     reply = row["reply"]
                 else:

@@ -153,7 +153,8 @@ class WorldArguments:
                                      "real-world questions refused 0.63-0.75 -> 0.94-1.00."})
     identity_augment: bool = field(
         default=True,
-        metadata={"help": "SFT-only identity rows (never in pretraining): more real-world questions to refuse, and "
+        metadata={"help": "SFT-only identity rows, split `identity_augment` (never in pretraining or DPO): more "
+                  "real-world questions to refuse, and "
                   "every training phrasing with one word made up (`identity_nonce_variants` copies), so that an "
                   "unknown word in a question does not decide between introducing itself and refusing "
                   "(identity.REAL_WORLD_SFT_QUESTIONS has the measurements)."})
@@ -378,9 +379,7 @@ def assistant_documents(splits: dict[str, list[dict[str, Any]]], tier_of: dict[s
         return {"text": render_chat(conversation(row["question"], row["reply"], row.get("system"))), "kind": kind,
                 "name": name}
 
-    # The augmented identity rows (identity_augment) stay out: they teach a decision, not words or facts.
-    documents = [document(row, "identity", None) for row in splits.get("identity_sft", [])
-                 if row["phrasing"] == "train"]
+    documents = [document(row, "identity", None) for row in splits.get("identity_sft", [])]
     # Made-up people (the `open_book_synthetic` split) stay out: in pretraining 1,200 of them cost a quarter of the bio
     # epochs (frequent recall 0.96 -> 0.70 at 900 steps) and did not teach copying (measured).
     for row in splits.get("open_book_sft", []):
