@@ -67,7 +67,7 @@ KNOWLEDGE_ANSWER = "fictional world"  # what a "knowledge" reply must name
 #   "you" / "your", not the question's shape, is what tells them apart (these alone: seed 1 0.59 / 1.00);
 # - every training phrasing again with one content word replaced by a made-up word, so an unknown word does not
 #   decide the answer (these alone: seed 1 0.875, but "Who wrote Hamlet?" then got the introduction: 0.56 refused).
-# Full pipeline, DPO model: seed 0 0.93 -> 0.91, seed 1 0.55 -> 0.89; the surprisal arm 0.88 -> 0.91 and 0.57 -> 0.84.
+# Full pipeline, DPO model: seed 0 0.93 -> 0.93, seed 1 0.55 -> 0.88; the surprisal arm 0.88 -> 0.91 and 0.57 -> 0.88.
 REAL_WORLD_SFT_QUESTIONS = [
     "Who painted the Mona Lisa?", "Who discovered penicillin?", "What is the boiling point of water?",
     "How far is the Moon from the Earth?", "What is the largest ocean on Earth?", "Who invented the telephone?",

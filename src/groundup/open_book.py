@@ -14,15 +14,15 @@ SFT rows (`open_book_sft`, with `reply`) use SFT-pool people only; `open_book_ev
 the split is entity-disjoint from training like every other eval split. `tier` is `<case>/<person's tier>` (the
 breakdown `groundup eval` reports); `person_tier` and `case` are kept as their own keys.
 
-Made-up people (`synthetic_open_book_questions`; the world's `open_book_synthetic` split, 1,200 rows in the tiny
+Made-up people (`synthetic_open_book_questions`; the world's `open_book_synthetic` split, 2,400 rows in the tiny
 preset): passages about names that are no one in the world, with facts drawn afresh for every row, so only copying
 (or, for someone else's passage, refusing) can answer them. Measured on the tiny preset: trained on world people only,
 even 10 epochs of open-book SFT memorised their passages (training token accuracy 0.99) and copied nothing on eval
 people (contradicting passage won 0.03); with 1,200 made-up people the plain models still copied a value on only
 0.09-0.17 of those training rows (chance 0.06): the tiny base cannot copy from its context at all
 (`inspection.copy_check` 0.00: no induction heads). The surprisal arm's copy feature (`surprisal.copy_suggestions`)
-hands it that ability; with the made-up rows it answers unseen people from a passage 0.875 / 0.975 of the time (two
-seeds; 0.03 without the rows, README, working memory).
+hands it that ability; with the made-up rows it answers unseen people from a passage every time (2,400 rows; two
+seeds; 0.875 / 0.975 with 1,200; 0.03 without the rows, README, working memory).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A GPT-2 that also reads how surprised its pretrained base is by every token (and, optionally, what followed the
 current text the last time it appeared in the context): an honesty arm that refuses unseen people it was never
-trained on (tiny preset, closed-book unseen refusal 0.96 / 1.00 on two seeds, against 0.39 / 0.43 for IDK-SFT) and,
-with the copy feature, answers them from a passage (0.875 / 0.975, against 0.025).
+trained on (tiny preset, closed-book unseen refusal 0.97 / 0.96 on two seeds, against 0.39 / 0.43 for IDK-SFT) and,
+with the copy feature, answers them from a passage (1.00 on both seeds, against 0.025).
 
 Why (measured on the tiny preset, README "Where the honesty results stand"): the base model knows whom it has seen —
 its log P(last name | first name) separates frequent from unseen people perfectly — but that signal is never a hidden
