@@ -11,9 +11,10 @@ exactly how often each person was mentioned, we can measure what the model knows
 - Pools: people used for SFT, for probing, and only for evaluation are disjoint; eval questions come in the training
   phrasings and in held-out phrasings never used anywhere in training.
 - Beyond Q&A: identity conversations (`identity_sft`, `identity_eval`: who the assistant is, what it knows and does
-  not) and open-book questions (`open_book_sft`, `open_book_eval`: a biography passage comes with the question;
-  `open_book_synthetic`: passages about made-up people, only when `open_book_synthetic` > 0),
-  written next to the other question splits; see identity.py and open_book.py.
+  not; `identity_augment`: SFT-only rows with made-up words, with `identity_augment`) and open-book questions
+  (`open_book_sft`, `open_book_eval`: a biography passage comes with the question; `open_book_synthetic`: passages
+  about made-up people, only when `open_book_synthetic` > 0), written next to the other question splits; see
+  identity.py and open_book.py.
 """
 
 from __future__ import annotations
