@@ -7,8 +7,8 @@ CPU). The model is a random GPT-2 of the tiny preset's size (~1M parameters, 4 l
 BPE), built in-process from a small world: nothing is downloaded. A random model never emits <|im_end|>, so every
 answer runs to max_new_tokens: the worst case, and the same work for both arms. The baseline is slow, so it runs on
 the first `--baseline_questions` only; throughput is per question, and the greedy answers of those questions are
-checked to be identical in both arms (and with `answer_prob` recorded, the path `groundup eval` takes). Two more arms (batched without cache, one at a time with cache) show which of
-the two tricks buys what.
+checked to be identical in both arms (and with `answer_prob` recorded, the path `groundup eval` takes). Two more arms
+(batched without cache, one at a time with cache) show which of the two tricks buys what.
 """
 
 from __future__ import annotations

@@ -79,6 +79,7 @@ _FUNCTION_WORDS = {
     "what", "what's", "who", "which", "where", "when", "how", "is", "are", "do", "does", "did", "was", "were", "will",
     "you", "your", "yourself", "i", "me", "my", "the", "a", "an", "of", "to", "in", "on", "about", "at", "can",
     "could", "should", "be", "by", "from", "with", "for", "and", "or", "it", "tell"}
+_KEPT_WORDS = _FUNCTION_WORDS | {w.lower() for n in (*OTHER_ASSISTANTS, *OTHER_MAKERS) for w in n.split(" ")}
 _NONCE_ONSETS = ["bl", "tr", "v", "qu", "sk", "m", "gr", "pl", "d", "z", "fr", "st"]
 _NONCE_VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
 
@@ -112,8 +113,7 @@ def with_nonce_word(question: str, rng: random.Random) -> str | None:
     """`question` with one content word replaced by a made-up word (punctuation kept; capitalised at the start); None
     when it has no content word. Names of assistants and makers are kept: they are what `not_other` asks about."""
     words = question.split(" ")
-    names = {w.lower() for n in (*OTHER_ASSISTANTS, *OTHER_MAKERS) for w in n.split(" ")}
-    slots = [i for i, w in enumerate(words) if w.strip("?.!,").lower() not in _FUNCTION_WORDS | names]
+    slots = [i for i, w in enumerate(words) if w.strip("?.!,").lower() not in _KEPT_WORDS]
     if not slots:
         return None
     i = rng.choice(slots)

@@ -55,11 +55,10 @@ def write_model_card(
         body += [f"| {k} | {_fmt(v)} |" for k, v in figures.items()]
         body.append("")
     body += ["## Use", ""]
-    own_type = _groundup_model_type(out_dir)
+    own_config = _groundup_model_config(out_dir)
+    own_type = own_config["model_type"] if own_config else None
     if own_type:
-        import json
-
-        copy = json.loads((Path(out_dir) / "config.json").read_text()).get("copy_max_match", 0)
+        copy = own_config.get("copy_max_match", 0)
         reads = "its pretrained base's surprisal" + (
             f" and, for every token, what followed the longest earlier match (up to {copy} tokens) of the text in its"
             " context (an in-context copy feature)" if copy else "")
@@ -80,16 +79,15 @@ def write_model_card(
     return path
 
 
-def _groundup_model_type(out_dir: str | Path) -> str | None:
-    """The folder's model type if transformers alone cannot load it (groundup's surprisal model), else None."""
+def _groundup_model_config(out_dir: str | Path) -> dict[str, Any] | None:
+    """The folder's config if transformers alone cannot load it (groundup's surprisal model), else None."""
     import json
 
     from .surprisal import MODEL_TYPE
 
-    config = Path(out_dir) / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("model_type") == MODEL_TYPE:
-        return MODEL_TYPE
-    return None
+    path = Path(out_dir) / "config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    return config if config.get("model_type") == MODEL_TYPE else None
 
 
 def _hub_name(ref: str | None) -> str | None:

@@ -378,15 +378,16 @@ def confusion_section(closed: dict[str, dict[str, Any]], world_dir: Path) -> lis
     """What the wrong answers about the world's people are made of (confusions.py); empty without the world files."""
     from .confusions import namesake_confusions
     from .jsonl import read_jsonl
+    from .world import TIERS
 
     if not (world_dir / "world.jsonl").is_file() or not (world_dir / "schema.json").is_file():
         return []
     people = read_jsonl(world_dir / "world.jsonl")
     values = json.loads((world_dir / "schema.json").read_text())["attributes"]
-    order = {"frequent": 0, "rare": 1, "unseen": 2}
+    order = {tier: i for i, tier in enumerate(TIERS)}
     rows = [(arm, tier, counts) for arm, data in closed.items()
             for tier, counts in sorted(namesake_confusions(data["predictions"], people, values).items(),
-                                       key=lambda item: order.get(item[0], 3))]
+                                       key=lambda item: order.get(item[0], len(order)))]
     if not rows:
         return []
     md = ["### Where the wrong answers come from", "",

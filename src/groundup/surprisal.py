@@ -216,6 +216,10 @@ class SurprisalInitArguments:
         "help": "In-context copy feature: each token also reads the token that followed the longest earlier match "
                 "of the text ending there (up to this many tokens) and the match's length. 0: off."})
 
+    def __post_init__(self):
+        if self.copy_max_match < 0:  # parse_config turns this into one line naming the key
+            raise ValueError(f"copy_max_match must be 0 (off) or more, got {self.copy_max_match}")
+
 
 def parse_args(argv: list[str] | None = None) -> tuple:
     from .configs import parse_config
@@ -230,10 +234,6 @@ def main(argv: list[str] | None = None) -> Path:
     from .outputs import atomic_output_dir, check_output_dir
 
     (args,) = parse_args(argv)
-    if args.copy_max_match < 0:
-        from .errors import GroundupError
-
-        raise GroundupError(f"copy_max_match must be 0 (off) or more, got {args.copy_max_match}")
     check_output_dir(args.output_dir, args.overwrite)
     model = assemble(args.base, args.model, args.surprisal_bins, args.surprisal_max, args.copy_max_match)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
