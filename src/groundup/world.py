@@ -171,8 +171,8 @@ class WorldArguments:
                   "which cannot be memorised: only copying from the passage answers them. Written as their own "
                   "split, `open_book_synthetic`, never in pretraining. The tiny preset's copy-feature arm learns "
                   "to copy from 2,400 of them (unseen people answered from a passage 0.03 -> 1.00 on two seeds; "
-                  "0.875 / 0.975 with 1,200); a model without the feature did not (a value copied 0.10 of the time), so the other arms "
-                  "leave them out."})
+                  "0.875 / 0.975 with 1,200); a model without the feature did not (a value copied 0.10 of the time), "
+                  "so the other arms leave them out."})
     open_book_paraphrase: bool = field(
         default=False,
         metadata={"help": "Passages in random biography paraphrases (harder) instead of the answer's own sentence "
