@@ -227,6 +227,29 @@ def test_made_up_open_book_people_are_no_one_in_the_world_and_stay_out_of_pretra
     assert not [r for r in made_up if r["name"] in corpus]
 
 
+def test_made_up_closed_book_people_are_refused_without_a_passage_and_are_deterministic(tmp_path):
+    args = [*SMALL_WORLD, "--open_book_synthetic", "20", "--closed_book_synthetic", "30"]
+    main(["--output_dir", str(tmp_path / "a"), *args])
+    main(["--output_dir", str(tmp_path / "b"), *args])
+    closed = _questions(tmp_path / "a", "closed_book_synthetic")
+    assert closed == _questions(tmp_path / "b", "closed_book_synthetic")
+    assert len(closed) == 30 and {r["case"] for r in closed} == {"closed"}
+    people = {p["name"] for p in read_jsonl(tmp_path / "a" / "world.jsonl")}
+    made_up = {r["name"] for r in _questions(tmp_path / "a", "open_book_synthetic")}
+    assert not {r["name"] for r in closed} & people  # no one in the world, so disjoint from every eval person
+    assert {r["name"] for r in closed} & made_up  # the same made-up people the passages are about
+    for row in closed:  # the question alone, and the refusal
+        assert "\n\n" not in row["question"] and row["name"] in row["question"]
+        assert row["answer"] is None and row["reply"] == "I don't know."
+    assert not [r for r in closed if r["name"] in (tmp_path / "a" / "corpus.jsonl").read_text()]
+    assert 0 < sum("system" in r for r in closed) < 30  # system_prompt_fraction 0.5, like the open-book rows
+    # the other splits do not move when the closed-book rows are switched on
+    main(["--output_dir", str(tmp_path / "c"), *SMALL_WORLD, "--open_book_synthetic", "20"])
+    assert not (tmp_path / "c" / "questions" / "closed_book_synthetic.jsonl").exists()
+    for split in ("eval", "sft", "open_book_synthetic", "open_book_sft"):
+        assert _questions(tmp_path / "a", split) == _questions(tmp_path / "c", split)
+
+
 def test_identity_augmentation_is_sft_only_and_changes_one_word(tmp_path):
     args = dict(num_people=60, frequent_exposures=8, name_pool_size=16)
     plain = generate_world(WorldArguments(**args, identity_augment=False))

@@ -89,6 +89,31 @@ def open_book_questions(people: Sequence[dict[str, Any]], pool: str, split: str,
     return rows
 
 
+def synthetic_closed_book_questions(n: int, names: Sequence[str], system: str | None, system_fraction: float,
+                                    seed: int) -> list[dict[str, Any]]:
+    """`n` closed-book SFT rows about made-up people (`names`): the question alone, refused. Beside the open-book
+    made-up rows they show that a name the base never read is answered from a passage and refused without one; with
+    open-book rows alone the copy-feature arm learned the first half and, at 3,600 pretraining steps, began to answer
+    unseen people closed-book too (README, working memory)."""
+    from .world import QUESTION_TEMPLATES
+
+    rng = random.Random(f"{seed}-closed-book-synthetic")
+    if not names:
+        raise ValueError("no names left for made-up closed-book people: raise name_pool_size")
+    rows = []
+    for index in range(n):
+        name = rng.choice(names)
+        attribute = rng.choice(sorted(QUESTION_TEMPLATES))
+        question = rng.choice(QUESTION_TEMPLATES[attribute]["train"]).format(name=name)
+        row = {"id": f"closed_book_sft-synthetic-{index:05d}", "question": question, "answer": None,
+               "tier": "closed/synthetic", "case": "closed", "person_tier": "synthetic", "name": name,
+               "attribute": attribute, "phrasing": "train", "reply": REFUSAL}
+        if system and rng.random() < system_fraction:
+            row["system"] = system
+        rows.append(row)
+    return rows
+
+
 def _row(id_: str, text: str, question: str, gold: str | None, case: str, tier: str, name: str, attribute: str,
          passage_name: str, with_reply: bool, system: str | None) -> dict[str, Any]:
     """One open-book question row (the eval format plus `case`, `person_tier`, `passage_name`; SFT rows: `reply`)."""

@@ -13,8 +13,9 @@ exactly how often each person was mentioned, we can measure what the model knows
 - Beyond Q&A: identity conversations (`identity_sft`, `identity_eval`: who the assistant is, what it knows and does
   not; `identity_augment`: SFT-only rows with made-up words, with `identity_augment`) and open-book questions
   (`open_book_sft`, `open_book_eval`: a biography passage comes with the question; `open_book_synthetic`: passages
-  about made-up people, only when `open_book_synthetic` > 0), written next to the other question splits; see
-  identity.py and open_book.py.
+  about made-up people, only when `open_book_synthetic` > 0; `closed_book_synthetic`: the same made-up people asked
+  without a passage and refused, only when `closed_book_synthetic` > 0), written next to the other question splits;
+  see identity.py and open_book.py.
 """
 
 from __future__ import annotations
@@ -173,6 +174,13 @@ class WorldArguments:
                   "to copy from 2,400 of them (unseen people answered from a passage 0.03 -> 1.00 on two seeds; "
                   "0.875 / 0.975 with 1,200); a model without the feature did not (a value copied 0.10 of the time), "
                   "so the other arms leave them out."})
+    closed_book_synthetic: int = field(
+        default=0,
+        metadata={"help": "Closed-book SFT rows about the same made-up people: the question alone, answered \"I "
+                  "don't know.\" Their own split, `closed_book_synthetic`, never in pretraining. Beside "
+                  "`open_book_synthetic` they teach the copy-feature arm that a name it never read is answered from "
+                  "a passage only (tiny preset, 480 rows: its closed-book unseen refusal 0.81 -> 0.99 at 3,600 "
+                  "pretraining steps, seed 0; README, working memory)."})
     open_book_paraphrase: bool = field(
         default=False,
         metadata={"help": "Passages in random biography paraphrases (harder) instead of the answer's own sentence "
@@ -197,7 +205,8 @@ class WorldArguments:
             raise ValueError(f"name_pool_size must be between 2 and {len(_FIRST_SYLLABLES) * len(_FIRST_ENDINGS)}")
         if not 0 <= self.system_prompt_fraction <= 1:
             raise ValueError(f"system_prompt_fraction must be between 0 and 1, got {self.system_prompt_fraction}")
-        for key in ("identity_repeats", "identity_nonce_variants", "open_book_per_person", "open_book_synthetic"):
+        for key in ("identity_repeats", "identity_nonce_variants", "open_book_per_person", "open_book_synthetic",
+                    "closed_book_synthetic"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not 1 <= self.open_book_sentences <= len(ATTRIBUTE_VALUES):
@@ -393,7 +402,7 @@ def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> d
     """Identity and open-book splits. Their own seeded generators: with them on or off, people, pools and the Q&A
     splits are the same (the corpus too, with `assistant_in_corpus: false`)."""
     from .identity import identity_questions, system_prompt
-    from .open_book import open_book_questions, synthetic_open_book_questions
+    from .open_book import open_book_questions, synthetic_closed_book_questions, synthetic_open_book_questions
 
     system = system_prompt(args.system_prompt, args.assistant_name, args.assistant_maker)
     splits: dict[str, list[dict[str, Any]]] = {}
@@ -410,6 +419,9 @@ def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> d
             splits["open_book_synthetic"] = synthetic_open_book_questions(
                 args.open_book_synthetic, made_up_names(people), args.open_book_sentences, system,
                 args.system_prompt_fraction, args.seed, args.open_book_paraphrase)
+        if args.closed_book_synthetic:
+            splits["closed_book_synthetic"] = synthetic_closed_book_questions(
+                args.closed_book_synthetic, made_up_names(people), system, args.system_prompt_fraction, args.seed)
         splits["open_book_eval"] = open_book_questions(people, "eval", "open_book_eval", with_reply=False,
                                                        system=None, system_fraction=0.0, **common)
     return splits
