@@ -62,12 +62,9 @@ def test_every_artifact_exists_and_the_plain_models_load_without_groundup(smoke_
     assert "## Selective answering: refuse when unsure" in report and "| dpo, min_answer_prob 0.5 |" in report
     assert all("answer_prob" in p for p in read_jsonl(run_dir / "eval" / "dpo" / "predictions.jsonl"))
     assert (run_dir / "report" / "outcomes_open_book.png").stat().st_size > 0
-    # the surprisal arm carries the in-context copy feature, trained on the made-up people's open-book split (and on
-    # the same people asked without a passage, refused)
+    # the surprisal arm carries the in-context copy feature, trained on the made-up people's open-book split
     assert json.loads((run_dir / "sft-idk-surprisal" / "config.json").read_text())["copy_max_match"] == 16
-    trained_on = (run_dir / "configs" / "sft-idk-surprisal.yaml").read_text()
-    for split in ("open_book_synthetic", "closed_book_synthetic"):
-        assert read_jsonl(run_dir / "data" / "questions" / f"{split}.jsonl") and f"split: {split}" in trained_on
+    assert read_jsonl(run_dir / "data" / "questions" / "open_book_synthetic.jsonl")
     code = ("import sys\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
             "for d in sys.argv[1:]:\n"
             "    t = AutoTokenizer.from_pretrained(d); m = AutoModelForCausalLM.from_pretrained(d)\n"

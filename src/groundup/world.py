@@ -179,8 +179,9 @@ class WorldArguments:
         metadata={"help": "Closed-book SFT rows about the same made-up people: the question alone, answered \"I "
                   "don't know.\" Their own split, `closed_book_synthetic`, never in pretraining. Beside "
                   "`open_book_synthetic` they teach the copy-feature arm that a name it never read is answered from "
-                  "a passage only (tiny preset, 480 rows: its closed-book unseen refusal 0.81 -> 0.99 at 3,600 "
-                  "pretraining steps, seed 0; README, working memory)."})
+                  "a passage only. With the tiny preset pretrained 3,600 steps, 480 rows took the arm's closed-book "
+                  "unseen refusal from 0.81 / 0.95 / 0.87 to 0.99 / 1.00 / 0.94 (world seeds 0 / 1 / 2); at the "
+                  "preset's 1,800 steps they bought nothing, so the preset leaves them out (README, working memory)."})
     open_book_paraphrase: bool = field(
         default=False,
         metadata={"help": "Passages in random biography paraphrases (harder) instead of the answer's own sentence "
