@@ -416,13 +416,14 @@ def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> d
                       paraphrase=args.open_book_paraphrase)
         splits["open_book_sft"] = open_book_questions(people, "sft", "open_book_sft", with_reply=True, system=system,
                                                       system_fraction=args.system_prompt_fraction, **common)
+        made_up = made_up_names(people) if args.open_book_synthetic or args.closed_book_synthetic else []
         if args.open_book_synthetic:  # their own split: only a model that can copy learns from them (README)
             splits["open_book_synthetic"] = synthetic_open_book_questions(
-                args.open_book_synthetic, made_up_names(people), args.open_book_sentences, system,
+                args.open_book_synthetic, made_up, args.open_book_sentences, system,
                 args.system_prompt_fraction, args.seed, args.open_book_paraphrase)
         if args.closed_book_synthetic:
             splits["closed_book_synthetic"] = synthetic_closed_book_questions(
-                args.closed_book_synthetic, made_up_names(people), system, args.system_prompt_fraction, args.seed)
+                args.closed_book_synthetic, made_up, system, args.system_prompt_fraction, args.seed)
         splits["open_book_eval"] = open_book_questions(people, "eval", "open_book_eval", with_reply=False,
                                                        system=None, system_fraction=0.0, **common)
     return splits
