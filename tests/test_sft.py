@@ -351,3 +351,30 @@ def test_every_finetune_recipe_parses():
             f.write(bad.read_text() + "max_seq_length: 128\n")
             f.flush()
             parse_sft(["--config", f.name])
+
+
+def test_modules_to_save_learn_at_their_own_rate_while_lora_stays_put(tiny_model_dir, world_dir, tmp_path):
+    """`modules_to_save_learning_rate`: the saved modules (here the embeddings) train at their own rate; LoRA at
+    `learning_rate` 0 leaves the stack exactly as it was (LoRA's B starts at zero)."""
+    from transformers import AutoModelForCausalLM
+
+    from groundup.sft import main
+
+    out = tmp_path / "split-lr"
+    main(sft_args(tiny_model_dir, world_dir, out, "--max_steps", "3", "--learning_rate", "0", "--use_peft", "true",
+                  "--lora_r", "4", "--lora_modules_to_save", "wte", "--modules_to_save_learning_rate", "5e-3",
+                  "--eval_before_training", "false", "--eval_dataset_name", ""))
+    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    after = AutoModelForCausalLM.from_pretrained(out)
+    assert not torch.equal(before.transformer.wte.weight, after.transformer.wte.weight)
+    for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc"):
+        assert torch.equal(before.transformer.h[0].get_submodule(name).weight,
+                           after.transformer.h[0].get_submodule(name).weight), name
+
+
+def test_modules_to_save_learning_rate_without_saved_modules_is_one_clear_line(tiny_model_dir, world_dir, tmp_path):
+    from groundup.sft import main
+
+    with pytest.raises(GroundupError, match="lora_modules_to_save"):
+        main(sft_args(tiny_model_dir, world_dir, tmp_path / "o", "--max_steps", "1", "--use_peft", "true",
+                      "--modules_to_save_learning_rate", "1e-3", "--eval_dataset_name", ""))

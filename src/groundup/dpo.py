@@ -44,7 +44,7 @@ def build_trainer(script_args, training_args, model_args, mixture):
     from trl import DPOTrainer
 
     from .finetune import (check_chat_template, check_max_length, drop_eval_without_data, load_model_and_tokenizer,
-                           lora_config)
+                           lora_config, use_modules_to_save_learning_rate)
     from .sft_data import load_training_data
 
     train_ds, eval_ds = load_training_data(script_args, mixture, "dpo")
@@ -55,6 +55,7 @@ def build_trainer(script_args, training_args, model_args, mixture):
     drop_eval_without_data(training_args, eval_ds)
     trainer = DPOTrainer(model=model, ref_model=None, args=training_args, train_dataset=train_ds,
                          eval_dataset=eval_ds, processing_class=tokenizer, peft_config=peft_config)
+    use_modules_to_save_learning_rate(trainer, script_args.modules_to_save_learning_rate)
     return trainer, tokenizer, train_ds
 
 

@@ -60,6 +60,10 @@ class FinetuneScriptArguments:
     merge: bool = field(
         default=True, metadata={"help": "LoRA/QLoRA: save the merged full model in output_dir and the adapter in "
                                 "output_dir/adapter; false: output_dir is the adapter alone."})
+    modules_to_save_learning_rate: float | None = field(
+        default=None, metadata={"help": "LoRA/QLoRA: learning rate of the fully trained `lora_modules_to_save` "
+                                "(new input layers, lm_head); the LoRA matrices keep `learning_rate`. Default: one "
+                                "rate for all."})
 
 
 def bf16_default() -> bool:
@@ -292,6 +296,44 @@ def use_packed_rows(trainer) -> PackedRowsCollator:
     collator = PackedRowsCollator(trainer.processing_class.pad_token_id)
     trainer.data_collator = collator
     return collator
+
+
+def use_modules_to_save_learning_rate(trainer, learning_rate: float | None) -> None:
+    """Give the `lora_modules_to_save` copies their own learning rate.
+
+    Hand-written because neither transformers nor TRL has per-module learning rates (peft's LoRA+ only scales the
+    B matrices). Why it matters here: the surprisal arm must learn its new copy / surprisal layers fast, while LoRA
+    moving the stack as fast turns answers vanilla SFT got right wrong (README, "Fine-tuning unlearns ..."). The
+    trainer's own optimizer is built first (its class, betas, weight-decay groups), then each group is split in two;
+    the scheduler scales every group from its own rate. Wraps `create_optimizer` rather than passing an optimizer
+    in, so accelerate / FSDP still build it on the prepared model.
+    """
+    if learning_rate is None:
+        return
+    if learning_rate <= 0:
+        raise GroundupError(f"modules_to_save_learning_rate must be positive, got {learning_rate}")
+    peft_config = getattr(trainer.model, "peft_config", None)
+    if not peft_config or not any(getattr(c, "modules_to_save", None) for c in peft_config.values()):
+        raise GroundupError("modules_to_save_learning_rate needs `use_peft: true` and `lora_modules_to_save`")
+    build = trainer.create_optimizer
+
+    def create_optimizer(model=None):
+        if trainer.optimizer is not None:
+            return build(model)
+        names = {id(p): n for n, p in (trainer.model if model is None else model).named_parameters()}
+        optimizer = build(model)
+        groups = []
+        for group in optimizer.param_groups:
+            saved = [p for p in group["params"] if ".modules_to_save." in names.get(id(p), "")]
+            rest = [p for p in group["params"] if ".modules_to_save." not in names.get(id(p), "")]
+            groups += [{**group, "params": params, "lr": lr}
+                       for params, lr in ((rest, group["lr"]), (saved, learning_rate)) if params]
+        optimizer.param_groups.clear()  # no step taken yet: no state to move
+        for group in groups:
+            optimizer.add_param_group(group)
+        return optimizer
+
+    trainer.create_optimizer = create_optimizer
 
 
 def parameter_counts(model) -> tuple[int, int]:

@@ -39,7 +39,8 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
     from trl import SFTTrainer
 
     from .finetune import (check_chat_template, check_max_length, drop_eval_without_data, load_model_and_tokenizer,
-                           lora_config, split_output_dir, take_push_settings, train_and_save, use_packed_rows)
+                           lora_config, split_output_dir, take_push_settings, train_and_save,
+                           use_modules_to_save_learning_rate, use_packed_rows)
     from .outputs import check_output_dir
     from .sft_data import load_training_data
 
@@ -58,6 +59,7 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
                          processing_class=tokenizer, peft_config=peft_config)
     if training_args.packing and script_args.packed_rows and training_args.packing_strategy != "wrapped":
         use_packed_rows(trainer)
+    use_modules_to_save_learning_rate(trainer, script_args.modules_to_save_learning_rate)
 
     title = f"{final_dir.name}: SFT of {Path(model_args.model_name_or_path).name}"
     summary = (f"Supervised fine-tuning ({method_name(model_args)}) with TRL's SFTTrainer on "
