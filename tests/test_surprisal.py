@@ -57,6 +57,17 @@ def test_folder_loads_through_the_auto_classes_and_generates_like_its_source(ass
     assert ours == theirs  # the feature starts at zero; generation recomputes the prefix without a cache
 
 
+def test_fine_tuning_loads_its_tokenizer_without_a_model_type_warning(assembled):
+    # a fresh process: in this one another test has already registered the model type
+    import subprocess
+    import sys
+
+    code = f"from groundup.finetune import load_tokenizer; load_tokenizer({str(assembled)!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "to instantiate a model of type" not in done.stderr + done.stdout
+
+
 def test_a_base_of_another_shape_is_one_clear_line(tiny_model_dir, tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 

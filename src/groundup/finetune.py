@@ -101,6 +101,10 @@ def _model_dir_error(path: str) -> GroundupError | None:
 def load_tokenizer(path: str, revision: str = "main", trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    # AutoTokenizer reads the model's config too: without the registration it falls back to the generic config class
+    # and transformers warns that a `groundup_surprisal_gpt2` checkpoint instantiates "a model of type ``"
+    from . import surprisal  # noqa: F401
+
     if err := _model_dir_error(path):
         raise err
     try:
