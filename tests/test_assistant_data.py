@@ -8,7 +8,8 @@ import pytest
 
 from groundup.chat import is_refusal
 from groundup.grading import grade
-from groundup.identity import IDENTITY_QUESTIONS, OTHER_MAKERS, REAL_WORLD_SFT_QUESTIONS, claims_other
+from groundup.identity import (FUNCTION_WORDS, GREETINGS, IDENTITY_QUESTIONS, IDENTITY_SFT_FORMS, OTHER_MAKERS,
+                               REAL_WORLD_SFT_QUESTIONS, claims_other)
 from groundup.jsonl import read_jsonl
 from groundup.errors import GroundupError
 from groundup.sft_data import load_source, world_dpo_rows, world_sft_rows
@@ -250,21 +251,31 @@ def test_made_up_closed_book_people_are_refused_without_a_passage_and_are_determ
         assert _questions(tmp_path / "a", split) == _questions(tmp_path / "c", split)
 
 
-def test_identity_augmentation_is_sft_only_and_changes_one_word(tmp_path):
+def test_identity_augmentation_is_sft_only_and_leaves_heldout_words_unseen(tmp_path):
     args = dict(num_people=60, frequent_exposures=8, name_pool_size=16)
     plain = generate_world(WorldArguments(**args, identity_augment=False))
-    world = generate_world(WorldArguments(**args))
-    assert world.questions == generate_world(WorldArguments(**args)).questions  # deterministic
+    world = generate_world(WorldArguments(**args, identity_form_repeats=2))
+    assert world.questions == generate_world(WorldArguments(**args, identity_form_repeats=2)).questions  # deterministic
     rows = world.questions["identity_augment"]
+    # the form rows come after the default's rows, which stay as they were (the preset's data does not change)
+    default = generate_world(WorldArguments(**args)).questions["identity_augment"]
+    assert rows[: len(default)] == default and not {"form", "greeting"} & {r["phrasing"] for r in default}
     # a split of its own: turned off, everything else is as it was, pretraining text included (a decision, not words)
     assert {k: v for k, v in world.questions.items() if k != "identity_augment"} == plain.questions
     assert world.corpus == plain.corpus
     extra = [r for r in rows if r["phrasing"] == "sft_only"]
     assert {r["question"] for r in extra} == set(REAL_WORLD_SFT_QUESTIONS)
     assert all(r["answer"] is None and r["reply"].startswith("I don't know.") for r in extra)
+    forms = [r for r in rows if r["phrasing"] == "form"]
+    replies = {r["category"]: r["reply"] for r in world.questions["identity_sft"]}
+    assert {(r["category"], r["question"]) for r in forms} == {(c, q) for c, qs in IDENTITY_SFT_FORMS.items() for q in qs}
+    assert all(r["reply"] == replies[r["category"]] for r in forms)
+    assert all((r["answer"] is None) == (r["category"] == "limits") for r in forms)
     nonce = [r for r in rows if r["phrasing"] == "nonce"]
-    sources = {q for c in IDENTITY_QUESTIONS.values() for q in c["train"]} | set(REAL_WORLD_SFT_QUESTIONS)
+    sources = ({q for c in IDENTITY_QUESTIONS.values() for q in c["train"]} | set(REAL_WORLD_SFT_QUESTIONS)
+               | {q for qs in IDENTITY_SFT_FORMS.values() for q in qs})
     training_words = {w.lower() for q in sources for w in re.findall(r"[\w']+", q)}
+    originals = world.questions["identity_sft"] + extra + forms
     for row in nonce:
         words = row["question"].split(" ")
         source = [q for q in sources if len(q.split(" ")) == len(words)
@@ -272,14 +283,27 @@ def test_identity_augmentation_is_sft_only_and_changes_one_word(tmp_path):
         assert source, row["question"]  # one word of a training phrasing replaced
         new = [w for w in re.findall(r"[\w']+", row["question"]) if w.lower() not in training_words]
         assert len(new) == 1 and new[0].lower() not in {"you", "your", "who", "what"}
-        originals = world.questions["identity_sft"] + extra
         assert row["reply"] == next(r["reply"] for r in originals if r["question"] in source)  # its source's reply
     assert {r["category"] for r in nonce} == set(IDENTITY_QUESTIONS)
     assert 0 < sum("system" in r for r in extra + nonce) < len(extra + nonce)
+    greeted = [r for r in rows if r["phrasing"] == "greeting"]
+    assert len(greeted) == len(sources)  # every training phrasing once after a greeting, with its own reply
+    for row in greeted:
+        greeting = next(g for g in GREETINGS if row["question"].startswith(g))
+        rest = row["question"][len(greeting):]
+        source = next(q for q in sources if q.lower() == rest.lower())
+        assert row["reply"] == next(r["reply"] for r in originals if r["question"] == source)
     heldout = {q for c in IDENTITY_QUESTIONS.values() for q in c["heldout"]}
     assert not heldout & {r["question"] for r in rows}
+    # nor any word of a held-out question that no training phrasing has ("introduce", "creator"): those stay unseen
+    words = lambda q: {w.lower() for w in re.findall(r"[\w']+", q)}  # noqa: E731
+    train = {w for c in IDENTITY_QUESTIONS.values() for q in c["train"] for w in words(q)}
+    unseen = {w for q in heldout for w in words(q)} - train - FUNCTION_WORDS
+    assert unseen and not unseen & {w for r in rows for w in words(r["question"])}
     with pytest.raises(ValueError, match="identity_nonce_variants"):
         WorldArguments(identity_nonce_variants=-1)
+    with pytest.raises(ValueError, match="identity_form_repeats .*identity_augment"):
+        WorldArguments(identity_form_repeats=2, identity_augment=False)
 
 
 def test_identity_augmentation_leaves_the_tokenizers_text_as_it_was(tmp_path):

@@ -74,12 +74,36 @@ REAL_WORLD_SFT_QUESTIONS = [
     "What language is spoken in Brazil?", "When was the internet invented?", "Who is the richest person in the world?",
     "Which team won the match last night?", "What is the speed of light?", "Who founded Rome?",
     "What time is it in London?", "Who is the prime minister of India?"]
+# SFT-only phrasings in the forms the held-out questions take and the training phrasings lacked (`identity_augment`,
+# `phrasing: "form"`): imperatives and "Please ...", "Who is your <noun>?", "What <noun> do you have?", and more
+# "knowledge" questions (it had 6 training phrasings, the fewest). Why: on a second pretraining of three worlds the DPO
+# model missed the same held-out forms on every seed (identity 0.89 / 0.91 / 0.86): "Please introduce yourself." ->
+# the real-world refusal, "What information do you have?" -> the introduction, "Who is your developer?" -> the refusal.
+# No held-out phrasing and none of the held-out questions' content words (introduce, information, developer, creator,
+# topics, subjects, ...) is used: a form, with its unseen content word standing in as a made-up one (the nonce copies),
+# is what the held-out split still tests. Real-world questions come in the same forms, refused, so that the form alone
+# does not decide. README, knowledge of self, has the measurements.
+IDENTITY_SFT_FORMS: dict[str, list[str]] = {
+    "name": ["Tell me about yourself.", "Describe yourself.", "Please say who you are.", "Who is this?",
+             "What do people call you?", "Is there a name for you?"],
+    "maker": ["Who is your maker?", "Who is your trainer?", "Tell me who made you.", "Do you have a maker?",
+              "Which people built you?", "Please tell me who trained you."],
+    "knowledge": ["Tell me what you know.", "Describe what you know.", "What facts do you have?",
+                  "What do you have knowledge of?", "What are you an expert on?", "Which people do you know about?",
+                  "Please tell me what you know.", "What are you able to answer?"],
+    "limits": ["Tell me about the French revolution.", "Describe the city of Paris.", "Who is the author of Don Quixote?",
+               "Please tell me the latest news.", "What facts do you have about Mars?", "Who is the king of Spain?"],
+}
+# Greetings put in front of every training phrasing once (`phrasing: "greeting"`): a greeting or a "Please" is no
+# reason to refuse.
+GREETINGS = ["Hi! ", "Hello. ", "Please, ", "Hey, "]
 # Words a made-up word never replaces: what makes a question a question, and about "you".
-_FUNCTION_WORDS = {
+FUNCTION_WORDS = {
     "what", "what's", "who", "which", "where", "when", "how", "is", "are", "do", "does", "did", "was", "were", "will",
     "you", "your", "yourself", "i", "me", "my", "the", "a", "an", "of", "to", "in", "on", "about", "at", "can",
-    "could", "should", "be", "by", "from", "with", "for", "and", "or", "it", "tell"}
-_KEPT_WORDS = _FUNCTION_WORDS | {w.lower() for n in (*OTHER_ASSISTANTS, *OTHER_MAKERS) for w in n.split(" ")}
+    "could", "should", "be", "by", "from", "with", "for", "and", "or", "it", "tell", "please", "this"}
+_NAMES = {w for n in (*OTHER_ASSISTANTS, *OTHER_MAKERS) for w in n.split(" ")}
+_KEPT_WORDS = FUNCTION_WORDS | {w.lower() for n in (*OTHER_ASSISTANTS, *OTHER_MAKERS) for w in n.split(" ")}
 _NONCE_ONSETS = ["bl", "tr", "v", "qu", "sk", "m", "gr", "pl", "d", "z", "fr", "st"]
 _NONCE_VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
 
@@ -124,15 +148,18 @@ def with_nonce_word(question: str, rng: random.Random) -> str | None:
 
 
 def identity_questions(name: str, maker: str, system: str, system_fraction: float, repeats: int,
-                       seed: int, augment: bool = False, nonce_variants: int = 4) -> dict[str, list[dict[str, Any]]]:
+                       seed: int, augment: bool = False, nonce_variants: int = 4,
+                       form_repeats: int = 0) -> dict[str, list[dict[str, Any]]]:
     """{"identity_sft": rows with `reply`, "identity_eval": held-out phrasings with and without the system prompt,
     and with `augment` "identity_augment": SFT-only rows}.
 
     identity_sft: every train phrasing `repeats` times; a `system_fraction` share of them (chosen with `seed`) with the
     system prompt. identity_augment: `REAL_WORLD_SFT_QUESTIONS` `repeats` times each (`phrasing: "sft_only"`) and
     `nonce_variants` copies of every train phrasing and of those questions with one word made up (`phrasing:
-    "nonce"`); their own generator, so the other splits stay as they were. Eval: every held-out phrasing twice, without
-    and with the system prompt.
+    "nonce"`); their own generator, so the other splits stay as they were. With `form_repeats` > 0, after those:
+    `IDENTITY_SFT_FORMS` `form_repeats` times each (`phrasing: "form"`) with their made-up-word copies, and every
+    training, real-world and form phrasing once after a greeting (`phrasing: "greeting"`). Eval: every held-out
+    phrasing twice, without and with the system prompt.
     """
     rng = random.Random(f"{seed}-identity")
     table = replies(name, maker)
@@ -151,12 +178,13 @@ def identity_questions(name: str, maker: str, system: str, system_fraction: floa
                                        "heldout"))
     splits = {"identity_sft": sft, "identity_eval": evaluation}
     if augment:
-        splits["identity_augment"] = _augmented_rows(table, system, system_fraction, repeats, nonce_variants, seed)
+        splits["identity_augment"] = _augmented_rows(table, system, system_fraction, repeats, nonce_variants, seed,
+                                                     form_repeats)
     return splits
 
 
 def _augmented_rows(table: dict[str, tuple[str | None, str, list[str]]], system: str, system_fraction: float,
-                    repeats: int, nonce_variants: int, seed: int) -> list[dict[str, Any]]:
+                    repeats: int, nonce_variants: int, seed: int, form_repeats: int) -> list[dict[str, Any]]:
     rng = random.Random(f"{seed}-identity-augment")
     phrasings = [(c, q, "train") for c, p in IDENTITY_QUESTIONS.items() for q in p["train"]]
     phrasings += [("limits", q, "sft_only") for q in REAL_WORLD_SFT_QUESTIONS]
@@ -169,7 +197,35 @@ def _augmented_rows(table: dict[str, tuple[str | None, str, list[str]]], system:
             with_system = rng.random() < system_fraction
             rows.append(_row(f"identity_sft-{category}-{phrasing}-{t}-{r}", text, answer, category, candidates,
                              system if with_system else None, phrasing, reply))
+    if not form_repeats:
+        return rows
+    # Appended after the rows above, which stay exactly as they were.
+    forms = [(c, q) for c, qs in IDENTITY_SFT_FORMS.items() for q in qs]
+    for t, (category, question) in enumerate(forms):
+        answer, reply, candidates = table[category]
+        variants = [(question, "form")] * form_repeats
+        variants += [(v, "nonce") for v in (with_nonce_word(question, rng) for _ in range(nonce_variants)) if v]
+        for r, (text, phrasing) in enumerate(variants):
+            with_system = rng.random() < system_fraction
+            rows.append(_row(f"identity_sft-{category}-form-{t}-{r}", text, answer, category, candidates,
+                             system if with_system else None, phrasing, reply))
+    for t, (category, question, _) in enumerate(phrasings + [(c, q, "form") for c, q in forms]):
+        answer, reply, candidates = table[category]
+        text = with_greeting(question, rng)
+        with_system = rng.random() < system_fraction
+        rows.append(_row(f"identity_sft-{category}-greeting-{t}", text, answer, category, candidates,
+                         system if with_system else None, "greeting", reply))
     return rows
+
+
+def with_greeting(question: str, rng: random.Random) -> str:
+    """`question` after a greeting ("Hi! What is your name?"; "Please, who made you?" with the first letter lowered,
+    unless the question starts with a name)."""
+    greeting = rng.choice(GREETINGS)
+    first, _, rest = question.partition(" ")
+    if greeting.endswith(("! ", ". ")) or first in _NAMES:
+        return greeting + question
+    return f"{greeting}{first.lower()} {rest}".rstrip()
 
 
 def _row(id_: str, question: str, answer: str | None, category: str, candidates: list[str], system: str | None,

@@ -162,6 +162,14 @@ class WorldArguments:
                   "(identity.REAL_WORLD_SFT_QUESTIONS has the measurements)."})
     identity_nonce_variants: int = field(
         default=4, metadata={"help": "Made-up-word copies of each identity training phrasing (identity_augment)."})
+    identity_form_repeats: int = field(
+        default=0,
+        metadata={"help": "With identity_augment: copies of each SFT-only phrasing in the forms held-out identity "
+                  "questions take (identity.IDENTITY_SFT_FORMS: 'Tell me about yourself.', 'Who is your maker?', "
+                  "...), plus their made-up-word copies and every phrasing once after a greeting (0: none). Tiny "
+                  "preset, DPO identity held-out at 8: 0.89 / 0.91 / 0.86 -> 0.98 / 0.89 / 1.00 (seeds 0 / 1 / 2), "
+                  "but frequent false refusal up to 0.06 and fewer real-world questions refused (README, knowledge "
+                  "of self)."})
     open_book_per_person: int = field(
         default=2, metadata={"help": "Attributes asked open-book per person (SFT and eval pools; 0: no open-book "
                                      "splits)."})
@@ -206,10 +214,13 @@ class WorldArguments:
             raise ValueError(f"name_pool_size must be between 2 and {len(_FIRST_SYLLABLES) * len(_FIRST_ENDINGS)}")
         if not 0 <= self.system_prompt_fraction <= 1:
             raise ValueError(f"system_prompt_fraction must be between 0 and 1, got {self.system_prompt_fraction}")
-        for key in ("identity_repeats", "identity_nonce_variants", "open_book_per_person", "open_book_synthetic",
-                    "closed_book_synthetic"):
+        for key in ("identity_repeats", "identity_nonce_variants", "identity_form_repeats", "open_book_per_person",
+                    "open_book_synthetic", "closed_book_synthetic"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.identity_form_repeats and not (self.identity_augment and self.identity_repeats):
+            raise ValueError("identity_form_repeats adds rows to the identity_augment split: it needs identity_augment: "
+                             "true and identity_repeats > 0")
         if not 1 <= self.open_book_sentences <= len(ATTRIBUTE_VALUES):
             raise ValueError(f"open_book_sentences must be between 1 and {len(ATTRIBUTE_VALUES)}")
         try:
@@ -410,7 +421,8 @@ def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> d
     if args.identity_repeats:
         splits.update(identity_questions(args.assistant_name, args.assistant_maker, system,
                                          args.system_prompt_fraction, args.identity_repeats, args.seed,
-                                         args.identity_augment, args.identity_nonce_variants))
+                                         args.identity_augment, args.identity_nonce_variants,
+                                         args.identity_form_repeats))
     if args.open_book_per_person:
         common = dict(per_person=args.open_book_per_person, sentences=args.open_book_sentences, seed=args.seed,
                       paraphrase=args.open_book_paraphrase)
