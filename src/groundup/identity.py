@@ -82,7 +82,8 @@ REAL_WORLD_SFT_QUESTIONS = [
 # No held-out phrasing and none of the held-out questions' content words (introduce, information, developer, creator,
 # topics, subjects, ...) is used: a form, with its unseen content word standing in as a made-up one (the nonce copies),
 # is what the held-out split still tests. Real-world questions come in the same forms, refused, so that the form alone
-# does not decide. README, knowledge of self, has the measurements.
+# does not decide. Off in the preset (`identity_form_repeats: 0`): at 2, DPO identity 0.96 on three worlds, but
+# "Who wrote Hamlet?" got the introduction and seed-2 false refusal rose 0.025 -> 0.035 (README, knowledge of self).
 IDENTITY_SFT_FORMS: dict[str, list[str]] = {
     "name": ["Tell me about yourself.", "Describe yourself.", "Please say who you are.", "Who is this?",
              "What do people call you?", "Is there a name for you?"],
@@ -103,7 +104,7 @@ FUNCTION_WORDS = {
     "you", "your", "yourself", "i", "me", "my", "the", "a", "an", "of", "to", "in", "on", "about", "at", "can",
     "could", "should", "be", "by", "from", "with", "for", "and", "or", "it", "tell", "please", "this"}
 _NAMES = {w for n in (*OTHER_ASSISTANTS, *OTHER_MAKERS) for w in n.split(" ")}
-_KEPT_WORDS = FUNCTION_WORDS | {w.lower() for n in (*OTHER_ASSISTANTS, *OTHER_MAKERS) for w in n.split(" ")}
+_KEPT_WORDS = FUNCTION_WORDS | {w.lower() for w in _NAMES}
 _NONCE_ONSETS = ["bl", "tr", "v", "qu", "sk", "m", "gr", "pl", "d", "z", "fr", "st"]
 _NONCE_VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
 
