@@ -187,35 +187,33 @@ def identity_questions(name: str, maker: str, system: str, system_fraction: floa
 def _augmented_rows(table: dict[str, tuple[str | None, str, list[str]]], system: str, system_fraction: float,
                     repeats: int, nonce_variants: int, seed: int, form_repeats: int) -> list[dict[str, Any]]:
     rng = random.Random(f"{seed}-identity-augment")
-    phrasings = [(c, q, "train") for c, p in IDENTITY_QUESTIONS.items() for q in p["train"]]
-    phrasings += [("limits", q, "sft_only") for q in REAL_WORLD_SFT_QUESTIONS]
-    rows = []
-    for t, (category, question, kind) in enumerate(phrasings):
+    rows: list[dict[str, Any]] = []
+
+    def add(category: str, variants: list[tuple[str, str]], id_of) -> None:
         answer, reply, candidates = table[category]
-        variants = [(question, "sft_only")] * repeats if kind == "sft_only" else []
-        variants += [(v, "nonce") for v in (with_nonce_word(question, rng) for _ in range(nonce_variants)) if v]
         for r, (text, phrasing) in enumerate(variants):
             with_system = rng.random() < system_fraction
-            rows.append(_row(f"identity_sft-{category}-{phrasing}-{t}-{r}", text, answer, category, candidates,
+            rows.append(_row(id_of(phrasing, r), text, answer, category, candidates,
                              system if with_system else None, phrasing, reply))
+
+    def copies_and_nonce(question: str, phrasing: str, copies: int) -> list[tuple[str, str]]:
+        made_up = (with_nonce_word(question, rng) for _ in range(nonce_variants))
+        return [(question, phrasing)] * copies + [(v, "nonce") for v in made_up if v]
+
+    phrasings = [(c, q, "train") for c, p in IDENTITY_QUESTIONS.items() for q in p["train"]]
+    phrasings += [("limits", q, "sft_only") for q in REAL_WORLD_SFT_QUESTIONS]
+    for t, (category, question, kind) in enumerate(phrasings):
+        add(category, copies_and_nonce(question, "sft_only", repeats if kind == "sft_only" else 0),
+            lambda phrasing, r: f"identity_sft-{category}-{phrasing}-{t}-{r}")
     if not form_repeats:
         return rows
     # Appended after the rows above, which stay exactly as they were.
-    forms = [(c, q) for c, qs in IDENTITY_SFT_FORMS.items() for q in qs]
-    for t, (category, question) in enumerate(forms):
-        answer, reply, candidates = table[category]
-        variants = [(question, "form")] * form_repeats
-        variants += [(v, "nonce") for v in (with_nonce_word(question, rng) for _ in range(nonce_variants)) if v]
-        for r, (text, phrasing) in enumerate(variants):
-            with_system = rng.random() < system_fraction
-            rows.append(_row(f"identity_sft-{category}-form-{t}-{r}", text, answer, category, candidates,
-                             system if with_system else None, phrasing, reply))
-    for t, (category, question, _) in enumerate(phrasings + [(c, q, "form") for c, q in forms]):
-        answer, reply, candidates = table[category]
-        text = with_greeting(question, rng)
-        with_system = rng.random() < system_fraction
-        rows.append(_row(f"identity_sft-{category}-greeting-{t}", text, answer, category, candidates,
-                         system if with_system else None, "greeting", reply))
+    forms = [(c, q, "form") for c, qs in IDENTITY_SFT_FORMS.items() for q in qs]
+    for t, (category, question, _) in enumerate(forms):
+        add(category, copies_and_nonce(question, "form", form_repeats),
+            lambda _, r: f"identity_sft-{category}-form-{t}-{r}")
+    for t, (category, question, _) in enumerate(phrasings + forms):
+        add(category, [(with_greeting(question, rng), "greeting")], lambda *_: f"identity_sft-{category}-greeting-{t}")
     return rows
 
 
