@@ -179,6 +179,28 @@ def test_resolved_config_is_saved_and_reruns_identically(world_dir, tmp_path):
     assert (tmp_path / "again" / "world.jsonl").read_bytes() == (world_dir / "world.jsonl").read_bytes()
 
 
+def test_replay_rows_are_pretraining_biographies_word_for_word(tmp_path):
+    main(["--output_dir", str(tmp_path / "a"), *SMALL_WORLD, "--replay_biographies", "200"])
+    main(["--output_dir", str(tmp_path / "b"), *SMALL_WORLD, "--replay_biographies", "200"])
+    main(["--output_dir", str(tmp_path / "c"), *SMALL_WORLD])
+    replay = read_jsonl(tmp_path / "a" / "questions" / "replay.jsonl")
+    assert replay == read_jsonl(tmp_path / "b" / "questions" / "replay.jsonl")
+    tier_of = {p["name"]: p["tier"] for p in read_jsonl(tmp_path / "a" / "world.jsonl")}
+    bios = Counter(d["text"] for d in read_jsonl(tmp_path / "a" / "corpus.jsonl") if d["kind"] == "bio")
+    assert len(replay) == 200 and all(n == 1 for n in Counter(r["reply"] for r in replay).values())  # no repeats
+    for row in replay:
+        assert row["reply"] in bios and row["name"] in row["reply"]  # word for word what pretraining read
+        assert row["question"] == "Write a short biography." and row["tier"] == f"replay/{tier_of[row['name']]}"
+    assert {tier_of[r["name"]] for r in replay} == {"frequent", "rare"}  # drawn from the whole corpus, no one new
+    # the rest of the world does not move, and without the option there is no split
+    assert not (tmp_path / "c" / "questions" / "replay.jsonl").exists()
+    for name in ("world.jsonl", "corpus.jsonl", "questions/sft.jsonl", "questions/eval.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
+    with pytest.raises(GroundupError, match="replay_biographies=100000"):
+        main(["--output_dir", str(tmp_path / "d"), *SMALL_WORLD, "--replay_biographies", "100000"])
+    assert not (tmp_path / "d").exists()
+
+
 @pytest.mark.parametrize("flags, culprit", [
     (["--num_people", "5"], "num_people"),
     (["--frequent_fraction", "0.9", "--rare_fraction", "0.5"], "rare_fraction"),

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .chat import REFUSAL, conversation, is_refusal, render_chat
+from .errors import GroundupError
 from .jsonl import read_jsonl, write_jsonl  # noqa: F401  (read_jsonl: re-exported for callers)
 
 TIERS = ("frequent", "rare", "unseen")
@@ -190,6 +191,11 @@ class WorldArguments:
                   "a passage only. With the tiny preset pretrained 3,600 steps, 480 rows took the arm's closed-book "
                   "unseen refusal from 0.81 / 0.95 / 0.87 to 0.99 / 1.00 / 0.94 (world seeds 0 / 1 / 2); at the "
                   "preset's 1,800 steps they bought nothing, so the preset leaves them out (README, working memory)."})
+    replay_biographies: int = field(
+        default=0,
+        metadata={"help": "Pretraining biographies drawn from the whole corpus, as SFT rows (\"Write a short "
+                  "biography.\" -> the biography as pretraining read it), in their own split `replay` (0: none). The "
+                  "tiny preset's copy-feature arm re-reads 4,000 while it fine-tunes (README, replay)."})
     open_book_paraphrase: bool = field(
         default=False,
         metadata={"help": "Passages in random biography paraphrases (harder) instead of the answer's own sentence "
@@ -215,7 +221,7 @@ class WorldArguments:
         if not 0 <= self.system_prompt_fraction <= 1:
             raise ValueError(f"system_prompt_fraction must be between 0 and 1, got {self.system_prompt_fraction}")
         for key in ("identity_repeats", "identity_nonce_variants", "identity_form_repeats", "open_book_per_person",
-                    "open_book_synthetic", "closed_book_synthetic"):
+                    "open_book_synthetic", "closed_book_synthetic", "replay_biographies"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.identity_form_repeats and not (self.identity_augment and self.identity_repeats):
@@ -365,6 +371,8 @@ def generate_world(args: WorldArguments) -> World:
                 })
     questions["rephrased"] = rephrased_questions([*questions["sft"], *questions["probe"]], args.seed)
     questions.update(extra_questions)
+    if args.replay_biographies:
+        questions["replay"] = replay_questions(corpus, people, args.replay_biographies, args.seed)
     return World(people=people, corpus=corpus, questions=questions)
 
 
@@ -391,6 +399,31 @@ def made_up_names(people: list[dict[str, Any]]) -> list[str]:
     frequent = [p["name"].split(" ") for p in people if p["tier"] == "frequent"]
     firsts, lasts = sorted({f for f, _ in frequent}), sorted({l for _, l in frequent})
     return sorted({f"{f} {l}" for f in firsts for l in lasts} - {p["name"] for p in people})
+
+
+REPLAY_PROMPT = "Write a short biography."
+
+
+def replay_questions(corpus: list[dict[str, Any]], people: list[dict[str, Any]], n: int,
+                     seed: int) -> list[dict[str, Any]]:
+    """`n` pretraining biographies, drawn without repeats from the whole corpus (every tier and pool alike), as SFT
+    rows: the prompt `REPLAY_PROMPT` and the biography, word for word, as the reply.
+
+    Why: fine-tuning that also re-reads pretraining text (InstructGPT's "PPO-ptx") learns the corpus further. The tiny
+    preset's copy-feature arm replays 4,000 biographies, about two more readings of each: a rare person is still one
+    to three biographies in the corpus, read a few more times, while the frozen base the arm reads its surprisal from
+    stays as pretrained (README, replay). Chat rows rather than plain text: one TRL SFT run takes one data format, and
+    the arm's loss is on assistant turns only. Their own seeded generator: with or without them, the rest of the world
+    is the same.
+    """
+    tier_of = {p["name"]: p["tier"] for p in people}
+    biographies = [doc for doc in corpus if doc["kind"] == "bio"]
+    if n > len(biographies):
+        raise GroundupError(f"replay_biographies={n}, but the corpus has {len(biographies)} biographies")
+    rng = random.Random(f"{seed}-replay")
+    return [{"id": f"replay-{index:05d}", "question": REPLAY_PROMPT, "answer": None,
+             "tier": f"replay/{tier_of[doc['name']]}", "name": doc["name"], "phrasing": "replay", "reply": doc["text"]}
+            for index, doc in enumerate(rng.sample(biographies, n))]
 
 
 def assistant_documents(splits: dict[str, list[dict[str, Any]]], tier_of: dict[str, str]) -> list[dict[str, Any]]:
