@@ -16,6 +16,8 @@ exactly how often each person was mentioned, we can measure what the model knows
   about made-up people, only when `open_book_synthetic` > 0; `closed_book_synthetic`: the same made-up people asked
   without a passage and refused, only when `closed_book_synthetic` > 0), written next to the other question splits;
   see identity.py and open_book.py.
+- Replay (`replay`, only when `replay_biographies` > 0): pretraining biographies, word for word, as SFT rows
+  (`replay_questions`).
 """
 
 from __future__ import annotations
