@@ -196,6 +196,12 @@ def test_replay_rows_are_pretraining_biographies_word_for_word(tmp_path):
     assert not (tmp_path / "c" / "questions" / "replay.jsonl").exists()
     for name in ("world.jsonl", "corpus.jsonl", "questions/sft.jsonl", "questions/eval.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
+    # -1 replays every biography of the corpus, each once
+    main(["--output_dir", str(tmp_path / "e"), *SMALL_WORLD, "--replay_biographies", "-1"])
+    every = read_jsonl(tmp_path / "e" / "questions" / "replay.jsonl")
+    assert Counter(r["reply"] for r in every) == bios
+    with pytest.raises(ValueError, match="replay_biographies must be >= 0, or -1"):
+        main(["--output_dir", str(tmp_path / "f"), *SMALL_WORLD, "--replay_biographies", "-2"])
     with pytest.raises(GroundupError, match="replay_biographies=100000"):
         main(["--output_dir", str(tmp_path / "d"), *SMALL_WORLD, "--replay_biographies", "100000"])
     assert not (tmp_path / "d").exists()

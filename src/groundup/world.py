@@ -196,8 +196,9 @@ class WorldArguments:
     replay_biographies: int = field(
         default=0,
         metadata={"help": "Pretraining biographies drawn from the whole corpus, as SFT rows (\"Write a short "
-                  "biography.\" -> the biography as pretraining read it), in their own split `replay` (0: none). The "
-                  "tiny preset's copy-feature arm re-reads 4,000 while it fine-tunes (README, replay)."})
+                  "biography.\" -> the biography as pretraining read it), in their own split `replay` (0: none; -1: "
+                  "every biography of the corpus). The tiny preset's copy-feature arm re-reads every one while it "
+                  "fine-tunes: a draw of 4,000 of about 6,560 left 16-22 of its 80 rare people out (README, replay)."})
     open_book_paraphrase: bool = field(
         default=False,
         metadata={"help": "Passages in random biography paraphrases (harder) instead of the answer's own sentence "
@@ -223,9 +224,11 @@ class WorldArguments:
         if not 0 <= self.system_prompt_fraction <= 1:
             raise ValueError(f"system_prompt_fraction must be between 0 and 1, got {self.system_prompt_fraction}")
         for key in ("identity_repeats", "identity_nonce_variants", "identity_form_repeats", "open_book_per_person",
-                    "open_book_synthetic", "closed_book_synthetic", "replay_biographies"):
+                    "open_book_synthetic", "closed_book_synthetic"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.replay_biographies < -1:
+            raise ValueError(f"replay_biographies must be >= 0, or -1 for every biography; got {self.replay_biographies}")
         if self.identity_form_repeats and not (self.identity_augment and self.identity_repeats):
             raise ValueError("identity_form_repeats adds rows to the identity_augment split: it needs identity_augment: "
                              "true and identity_repeats > 0")
@@ -408,18 +411,21 @@ REPLAY_PROMPT = "Write a short biography."
 
 def replay_questions(corpus: list[dict[str, Any]], people: list[dict[str, Any]], n: int,
                      seed: int) -> list[dict[str, Any]]:
-    """`n` pretraining biographies, drawn without repeats from the whole corpus (every tier and pool alike), as SFT
-    rows: the prompt `REPLAY_PROMPT` and the biography, word for word, as the reply.
+    """`n` pretraining biographies (-1: all of them, shuffled), drawn without repeats from the whole corpus (every
+    tier and pool alike), as SFT rows: the prompt `REPLAY_PROMPT` and the biography, word for word, as the reply.
 
     Why: fine-tuning that also re-reads pretraining text (InstructGPT's "PPO-ptx") learns the corpus further. The tiny
-    preset's copy-feature arm replays 4,000 biographies, about two more readings of each: a rare person is still one
-    to three biographies in the corpus, read a few more times, while the frozen base the arm reads its surprisal from
-    stays as pretrained (README, replay). Chat rows rather than plain text: one TRL SFT run takes one data format, and
+    preset's copy-feature arm replays every biography, once per epoch: a rare person is still one to three biographies
+    in the corpus, read a few more times, while the frozen base the arm reads its surprisal from stays as pretrained
+    (README, replay). A draw of 4,000 of about 6,560 left 16-22 of its 80 rare people out, and the arm answered those
+    worst. Chat rows rather than plain text: one TRL SFT run takes one data format, and
     the arm's loss is on assistant turns only. Their own seeded generator: with or without them, the rest of the world
     is the same.
     """
     tier_of = {p["name"]: p["tier"] for p in people}
     biographies = [doc for doc in corpus if doc["kind"] == "bio"]
+    if n == -1:
+        n = len(biographies)
     if n > len(biographies):
         raise GroundupError(f"replay_biographies={n}, but the corpus has {len(biographies)} biographies")
     rng = random.Random(f"{seed}-replay")
