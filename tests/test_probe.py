@@ -10,7 +10,8 @@ import pytest
 from groundup.chat import REFUSAL
 from groundup.configs import parse_config
 from groundup.errors import GroundupError
-from groundup.probe import ProbeArguments, build_training_data, entropy, main, probe_questions, probe_summary
+from groundup.probe import (NAME_PART_MAX_REPEATS, ProbeArguments, build_training_data, entropy, main, name_part_repeats,
+                             probe_questions, probe_summary)
 from groundup.world import ATTRIBUTE_VALUES, answer_sentence, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,6 +142,37 @@ def test_dpo_pairs_balance_the_two_preferences():
     _, pairs, stats = build_training_data(records, CANDS, _args(sft_questions_in_dpo=True), sft_rows, [CITIES] * 5)
     refusals = Counter(p["prompt"][0]["content"] for p in pairs if p["chosen"][0]["content"] == REFUSAL)
     assert sum(refusals.values()) == 6 and sorted(refusals.values()) == [2, 2, 2]
+
+
+def _refused_share(idk, part):
+    replies = [row["messages"][1]["content"] for row in idk if part in row["messages"][0]["content"].split()]
+    return sum(r == REFUSAL for r in replies) / len(replies)
+
+
+def test_balance_name_parts_takes_the_name_out_of_the_reply():
+    # "Lor" is refused in 3 rows of 4, "Isa" in 1 of 4: a model can learn the reply from the first name alone
+    people = [("Lor Aker", None, "unseen"), ("Lor Bram", None, "unseen"), ("Lor Cald", None, "unseen"),
+              ("Lor Dun", "Velmora", "frequent"), ("Isa Aker", "Korvath", "frequent"),
+              ("Isa Bram", "Lunvale", "frequent"), ("Isa Cald", "Rimeford", "frequent"), ("Isa Dun", None, "unseen")]
+    sft_rows = [_row(10 + i, name, gold, tier) for i, (name, gold, tier) in enumerate(people)]
+    plain, _, _ = build_training_data([], [], _args(), sft_rows, [CITIES] * len(sft_rows))
+    idk, _, stats = build_training_data([], [], _args(balance_name_parts=True), sft_rows, [CITIES] * len(sft_rows))
+    assert _refused_share(plain, "Lor") == 0.75 and _refused_share(plain, "Isa") == 0.25
+    assert _refused_share(idk, "Lor") == pytest.approx(0.5, abs=0.1)
+    assert _refused_share(idk, "Isa") == pytest.approx(0.5, abs=0.1)
+    # repeats only: every row is still there, none more than the cap allows
+    counts = Counter(row["messages"][0]["content"] for row in idk)
+    assert set(counts) == {row["messages"][0]["content"] for row in plain}
+    assert max(counts.values()) <= NAME_PART_MAX_REPEATS + 1
+    assert stats["idk_sft_name_part_repeats"] == len(idk) - len(plain) > 0
+    assert idk == build_training_data([], [], _args(balance_name_parts=True), sft_rows, [CITIES] * len(sft_rows))[0]
+
+
+def test_name_part_repeats_edge_cases():
+    assert name_part_repeats([None, None], [True, False]) == [1.0, 1.0]  # no names: nothing to balance
+    assert name_part_repeats(["A B", "A C"], [True, True]) == [1.0, 1.0]  # one reply only
+    weights = name_part_repeats(["A B", "A C", "A D", "E B"], [True, True, True, False], max_repeats=2)
+    assert min(weights) >= 1.0 and max(weights) <= 2.0
 
 
 def test_sft_pool_rows_keep_the_model_answering():

@@ -86,6 +86,11 @@ class ProbeArguments:
         default=True,
         metadata={"help": "Repeat pairs of the rarer preference (refusal or answer chosen) until both are as many, so "
                           "DPO cannot win by leaning either way; off: every pair once."})
+    balance_name_parts: bool = field(
+        default=False,
+        metadata={"help": "Repeat IDK-SFT rows so that no first or last name predicts the reply: for each name part, "
+                          "rows of the reply it has too few of are repeated (up to NAME_PART_MAX_REPEATS times) until "
+                          "its refused share is the data's. Rows without a `name` are left as they are."})
     dpo_fallback_rejected: str = field(
         default="fabricate",
         metadata={"help": "Unknown question whose samples hold no wrong answer (all refusals): fabricate one from "
@@ -222,6 +227,50 @@ def balance_pairs(pairs: Sequence[dict[str, Any]], rng: random.Random) -> list[d
     return [*pairs, *(order[i % len(order)] for i in range(len(large) - len(small)))]
 
 
+NAME_PART_MAX_REPEATS = 4
+
+
+def name_part_repeats(names: Sequence[str | None], refused: Sequence[bool], rounds: int = 20,
+                      max_repeats: float = NAME_PART_MAX_REPEATS) -> list[float]:
+    """How many times to put each row in the data (>= 1) so that each first and each last name carries the data's own
+    share of refusals. Why: with a few hundred people built from a pool of name parts, chance makes some parts mostly
+    refused (seed 2's "Loria": 70 of 100 IDK-SFT rows) and others mostly answered ("Isan": 10 of 80 refused), and the
+    fine-tuned model refused frequent people named Loria and answered unseen ones named Isan. Raking (iterative
+    proportional fitting) over the two margins, upward only (no row is dropped), capped at `max_repeats`."""
+    target = sum(refused) / max(len(refused), 1)
+    weights = [1.0] * len(names)
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, name in enumerate(names):
+        if name and name.split():
+            parts = name.split()
+            groups.setdefault((0, parts[0]), []).append(i)
+            groups.setdefault((1, parts[-1]), []).append(i)
+    if not 0 < target < 1:
+        return weights
+    for _ in range(rounds):
+        for members in groups.values():
+            r = sum(weights[i] for i in members if refused[i])
+            a = sum(weights[i] for i in members if not refused[i])
+            if not r or not a:
+                continue  # a part with one reply only: no repeat can balance it
+            if r / (r + a) < target:
+                scale, side = target * a / ((1 - target) * r), True
+            else:
+                scale, side = (1 - target) * r / (target * a), False
+            for i in members:
+                if refused[i] == side:
+                    weights[i] = min(weights[i] * scale, max_repeats)
+    return weights
+
+
+def repeat_rows(rows: Sequence[Any], weights: Sequence[float], rng: random.Random) -> list[Any]:
+    """Each row floor(w) times, and once more with probability w - floor(w)."""
+    out = []
+    for row, w in zip(rows, weights):
+        out.extend([row] * (int(w) + (rng.random() < w - int(w))))
+    return out
+
+
 def fabricated_wrong_answer(row: dict[str, Any], candidates: Sequence[str], rng: random.Random) -> str | None:
     """A confident wrong answer in the answer format, from another candidate value; None if there is none."""
     gold = normalise(row["gold"]) if row.get("gold") is not None else None
@@ -252,26 +301,29 @@ def build_training_data(records: Sequence[dict[str, Any]], candidates: Sequence[
     `rephrase_refusals`); none when that question is left out."""
     rng = random.Random(args.seed)
     idk, pairs = [], []
+    idk_names: list[str | None] = []  # whom each IDK-SFT row asks about (balance_name_parts)
     stats = Counter()
     rephrased: dict[str, list[str]] = {}
     for row in rephrasings:
         rephrased.setdefault(row["rephrases"], []).append(row["question"])
 
-    def add(question_id: str, question: str, reply: str, kind: str) -> None:
+    def add(question_id: str, question: str, reply: str, kind: str, name: str | None) -> None:
         idk.append(_chat(question, reply))
+        idk_names.append(name)
         stats[kind] += 1
         if reply == REFUSAL and not args.rephrase_refusals:
             return
         for other in rephrased.get(question_id, ()):
             idk.append(_chat(other, reply))
+            idk_names.append(name)
             stats["idk_sft_rephrased"] += 1
 
     for record, cands in zip(records, candidates):
         lab = record["label"]
         if lab == "known" or (lab == "borderline" and args.borderline == "answer"):
-            add(record["id"], record["question"], answer_text(record), "idk_sft_probe_answer")
+            add(record["id"], record["question"], answer_text(record), "idk_sft_probe_answer", record.get("name"))
         elif lab == "unknown" or (lab == "borderline" and args.borderline == "refuse"):
-            add(record["id"], record["question"], REFUSAL, "idk_sft_probe_refusal")
+            add(record["id"], record["question"], REFUSAL, "idk_sft_probe_refusal", record.get("name"))
         if lab == "known":
             pairs.append(preference_pair(record["question"], answer_text(record), REFUSAL))
             stats["dpo_known"] += 1
@@ -291,14 +343,14 @@ def build_training_data(records: Sequence[dict[str, Any]], candidates: Sequence[
     for row, cands in zip(sft_rows, sft_candidates):
         item = {**row, "gold": row["answer"]}
         if row["answer"] is None or row.get("tier") in unknown_tiers:
-            add(row["id"], row["question"], REFUSAL, "idk_sft_sft_pool_refusal")
+            add(row["id"], row["question"], REFUSAL, "idk_sft_sft_pool_refusal", row.get("name"))
             if args.sft_questions_in_dpo:
                 rejected = fabricated_wrong_answer(item, cands, rng)
                 if rejected is not None:
                     pairs.append(preference_pair(row["question"], REFUSAL, rejected))
                     stats["dpo_sft_pool_unknown"] += 1
         elif row.get("tier") in known_tiers:
-            add(row["id"], row["question"], answer_text(item), "idk_sft_sft_pool_answer")
+            add(row["id"], row["question"], answer_text(item), "idk_sft_sft_pool_answer", row.get("name"))
             if args.sft_questions_in_dpo:
                 pairs.append(preference_pair(row["question"], answer_text(item), REFUSAL))
                 stats["dpo_sft_pool_known"] += 1
@@ -309,6 +361,12 @@ def build_training_data(records: Sequence[dict[str, Any]], candidates: Sequence[
         balanced = balance_pairs(pairs, random.Random(f"{args.seed}-dpo-balance"))
         stats["dpo_balance_repeats"] = len(balanced) - len(pairs)
         pairs = balanced
+    if args.balance_name_parts:
+        # own generator, as for DPO balancing
+        weights = name_part_repeats(idk_names, [row["messages"][-1]["content"] == REFUSAL for row in idk])
+        before = len(idk)
+        idk = repeat_rows(idk, weights, random.Random(f"{args.seed}-name-parts"))
+        stats["idk_sft_name_part_repeats"] = len(idk) - before
     rng.shuffle(idk)
     rng.shuffle(pairs)
     return idk, pairs, dict(sorted(stats.items()))
