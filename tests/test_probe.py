@@ -231,7 +231,8 @@ def test_probe_stage_on_tiny_model(tiny_model_dir, world_dir, tmp_path):
           "--questions", str(world_dir / "questions" / "probe.jsonl"),
           "--sft_questions", str(world_dir / "questions" / "sft.jsonl"), "--output_dir", str(out),
           "--rephrasings", str(world_dir / "questions" / "rephrased.jsonl"),
-          "--num_samples", "3", "--max_new_tokens", "4", "--limit", "12", "--progress", "false"])
+          "--num_samples", "3", "--max_new_tokens", "4", "--limit", "12", "--progress", "false",
+          "--balance_name_parts", "false"])  # each row once, so rows can be counted below (balancing: tests above)
     assert sorted(p.name for p in out.iterdir()) == ["dpo_pairs.jsonl", "idk_sft.jsonl", "probe.jsonl",
                                                      "probe_metrics.json", "recipe.yaml"]
     records = read_jsonl(out / "probe.jsonl")
