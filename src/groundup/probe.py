@@ -89,8 +89,8 @@ class ProbeArguments:
     balance_name_parts: bool = field(
         default=False,
         metadata={"help": "Repeat IDK-SFT rows so that no first or last name predicts the reply: for each name part, "
-                          "rows of the reply it has too few of are repeated (up to NAME_PART_MAX_REPEATS times) until "
-                          "its refused share is the data's. Rows without a `name` are left as they are."})
+                          "rows of the reply it has too few of are repeated (up to 4 times each) until its refused "
+                          "share is the data's. Rows without a `name` are left as they are."})
     dpo_fallback_rejected: str = field(
         default="fabricate",
         metadata={"help": "Unknown question whose samples hold no wrong answer (all refusals): fabricate one from "
@@ -234,9 +234,10 @@ def name_part_repeats(names: Sequence[str | None], refused: Sequence[bool], roun
                       max_repeats: float = NAME_PART_MAX_REPEATS) -> list[float]:
     """How many times to put each row in the data (>= 1) so that each first and each last name carries the data's own
     share of refusals. Why: with a few hundred people built from a pool of name parts, chance makes some parts mostly
-    refused (seed 2's "Loria": 70 of 100 IDK-SFT rows) and others mostly answered ("Isan": 10 of 80 refused), and the
-    fine-tuned model refused frequent people named Loria and answered unseen ones named Isan. Raking (iterative
-    proportional fitting) over the two margins, upward only (no row is dropped), capped at `max_repeats`."""
+    refused (tiny preset, seed 2: "Loria" in 70 of 100 IDK-SFT rows) and others mostly answered ("Isan": 10 of 80
+    refused), a shortcut a model can learn in place of what it knows; balanced, DPO answered more rare questions right
+    on 7 of 8 runs (README, name parts). Raking (iterative proportional fitting) over the two margins, upward only (no
+    row is dropped), capped at `max_repeats`."""
     target = sum(refused) / max(len(refused), 1)
     weights = [1.0] * len(names)
     groups: dict[tuple[int, str], list[int]] = {}
