@@ -240,14 +240,14 @@ def name_part_repeats(names: Sequence[str | None], refused: Sequence[bool], roun
     row is dropped), capped at `max_repeats`."""
     target = sum(refused) / max(len(refused), 1)
     weights = [1.0] * len(names)
-    groups: dict[tuple[int, str], list[int]] = {}
-    for i, name in enumerate(names):
-        if name and name.split():
-            parts = name.split()
-            groups.setdefault((0, parts[0]), []).append(i)
-            groups.setdefault((1, parts[-1]), []).append(i)
     if not 0 < target < 1:
         return weights
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, name in enumerate(names):
+        parts = (name or "").split()
+        if parts:
+            groups.setdefault((0, parts[0]), []).append(i)
+            groups.setdefault((1, parts[-1]), []).append(i)
     for _ in range(rounds):
         for members in groups.values():
             r = sum(weights[i] for i in members if refused[i])
