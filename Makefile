@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 RUN_DIR ?= runs/tiny
 
-.PHONY: install demo test bench clean
+.PHONY: install demo seeds test bench clean
 
 $(BIN)/groundup: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ install: $(BIN)/groundup
 
 demo: install
 	$(BIN)/groundup speedrun --preset tiny --run-dir $(RUN_DIR)
+
+# The demo on two more worlds, then every run's targets side by side (runs/compare.md): about three demos' time.
+seeds: demo
+	for seed in 1 2; do $(BIN)/groundup speedrun --preset tiny --world-seed $$seed || exit 1; done
+	$(BIN)/groundup compare $(RUN_DIR) runs/tiny-seed1 runs/tiny-seed2 --output runs/compare.md
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -127,3 +127,47 @@ def test_evaluation_notebook_executes_on_the_run(smoke_run):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert [o for o in outputs if "image/png" in o.get("data", {})]  # the plots were drawn
+
+
+def test_world_seed_generates_another_world_and_records_it(tmp_path, monkeypatch):
+    from groundup import speedrun
+
+    monkeypatch.setattr(speedrun, "plan", lambda: plan()[:1])  # the world step only: seconds, not a whole run
+    speedrun.run("smoke", tmp_path / "default")
+    speedrun.run("smoke", tmp_path / "seed1", world_seed=1)
+    record = (tmp_path / "seed1" / "configs" / "world.yaml").read_text()
+    assert "seed: 1" in record and "# --world-seed 1" in record and "seed: 0" not in record
+    assert "num_people:" in record and "#" in record.split("num_people:")[0]  # the preset's comments kept
+    assert "seed: 1" in (tmp_path / "seed1" / "data" / "recipe.yaml").read_text()
+    people = {d: [p["name"] for p in read_jsonl(tmp_path / d / "data" / "world.jsonl")] for d in ("default", "seed1")}
+    assert people["default"] != people["seed1"]
+
+
+def test_resuming_a_run_with_another_world_seed_is_refused(tmp_path, capsys):
+    from groundup.cli import main as cli_main
+
+    (tmp_path / "r" / "data").mkdir(parents=True)
+    (tmp_path / "r" / "data" / "recipe.yaml").write_text("seed: 1\n")
+    args = ["speedrun", "--preset", "smoke", "--run-dir", str(tmp_path / "r")]
+    assert cli_main(args) == 2  # the preset says seed 0
+    assert "generated with world seed 1, and this call asks for 0: pass --world-seed 1" in capsys.readouterr().err
+    assert cli_main([*args, "--world-seed", "2"]) == 2
+    assert "asks for 2" in capsys.readouterr().err
+
+
+def test_world_seed_names_its_own_run_folder(monkeypatch):
+    from groundup import speedrun
+
+    calls = []
+    monkeypatch.setattr(speedrun, "run", lambda *a: calls.append(a))
+    speedrun.main(["--preset", "tiny", "--world-seed", "2"])
+    speedrun.main(["--preset", "tiny"])
+    assert calls == [("tiny", "runs/tiny-seed2", None, 2), ("tiny", "runs/tiny", None, None)]
+
+
+def test_a_world_yaml_without_a_seed_line_is_named(tmp_path):
+    from groundup.errors import GroundupError
+    from groundup.speedrun import with_world_seed
+
+    with pytest.raises(GroundupError, match="has no top-level 'seed:' line"):
+        with_world_seed("num_people: 10\n  seed: 3\n", 1, tmp_path / "world.yaml")

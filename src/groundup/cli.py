@@ -22,6 +22,7 @@ STAGES = {
     "push": "groundup.hub",
     "inspect": "groundup.inspection",
     "speedrun": "groundup.speedrun",
+    "compare": "groundup.compare",
 }
 
 USAGE = """usage: groundup STAGE [--config FILE] [--key value ...]
@@ -39,7 +40,8 @@ stages:
   chat        chat with a model folder in the terminal
   inspect     attention heatmaps and next-token probabilities of a model as PNGs
   push        upload a model folder to the Hugging Face Hub
-  speedrun    run every stage of a preset in order (--preset tiny [--run-dir DIR] [--from STAGE])
+  speedrun    run every stage of a preset in order (--preset tiny [--run-dir DIR] [--from STAGE] [--world-seed N])
+  compare     several runs' targets side by side, e.g. one preset on several world seeds
 
 `groundup STAGE --help` lists a stage's keys."""
 

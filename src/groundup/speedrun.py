@@ -1,4 +1,4 @@
-"""`groundup speedrun --preset tiny [--run-dir DIR] [--from STAGE]`: every stage of a preset, in order.
+"""`groundup speedrun --preset tiny [--run-dir DIR] [--from STAGE] [--world-seed N]`: every stage of a preset, in order.
 
 world -> tokenizer -> pretrain -> sft -> probe -> sft-idk -> surprisal-init -> sft-idk-surprisal -> dpo -> eval (every
 arm, both phrasings; chat arms also on identity and open-book questions) -> report.
@@ -7,13 +7,16 @@ Each step runs `groundup STAGE --config <its YAML>` in this process (importing t
 a small CPU run). A step is skipped when its output exists: every stage writes its output atomically, so existence
 means complete, and an interrupted speedrun resumes where it stopped. `--from STAGE` deletes that stage's output and
 everything after it, then runs them again. The YAMLs say `runs/<preset>/...`; with `--run-dir` those paths are
-rewritten and the resolved YAMLs kept in `DIR/configs/` as the run's record.
+rewritten and the resolved YAMLs kept in `DIR/configs/` as the run's record. `--world-seed N` runs the same preset on
+another world (`world.yaml`'s `seed`; every other seed stays), in `runs/<preset>-seed<N>` unless `--run-dir` says
+otherwise: how to check that results hold on a second world.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -81,12 +84,26 @@ def preset_dir(preset: str) -> Path:
     raise GroundupError(f"preset {preset!r} not found (looked for recipes/{preset}/world.yaml)")
 
 
-def resolve_config(source: Path, target: Path, preset: str, run_dir: Path) -> Path:
-    """Copy a preset YAML with `runs/<preset>` rewritten to the run folder."""
+# The top-level `seed:` line of a world.yaml (its value and any comment after it).
+_SEED_LINE = re.compile(r"^seed:.*$", flags=re.M)
+
+
+def with_world_seed(text: str, seed: int, source: Path) -> str:
+    """world.yaml text with its top-level `seed:` set to `seed`. A line edit, not a YAML round trip: the resolved YAML
+    is the run's record and keeps the preset's comments."""
+    if not _SEED_LINE.search(text):
+        raise GroundupError(f"--world-seed: {source} has no top-level 'seed:' line to set")
+    return _SEED_LINE.sub(f"seed: {seed}                  # --world-seed {seed}", text, count=1)
+
+
+def resolve_config(source: Path, target: Path, preset: str, run_dir: Path, world_seed: int | None = None) -> Path:
+    """Copy a preset YAML with `runs/<preset>` rewritten to the run folder (and, for world.yaml, `world_seed` set)."""
     text = source.read_text()
     default = f"runs/{preset}"
     if Path(run_dir) != Path(default):
         text = text.replace(default + "/", f"{run_dir}/").replace(default + "\n", f"{run_dir}\n")
+    if world_seed is not None and source.name == "world.yaml":
+        text = with_world_seed(text, world_seed, source)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     yaml.safe_load(text)  # fail here, not inside the stage, on a YAML the rewrite broke
@@ -110,7 +127,23 @@ def _reset_distributed_state() -> None:
     PartialState._reset_state()
 
 
-def run(preset: str, run_dir: str | Path, start_from: str | None = None) -> dict:
+def _check_world_seed(run_dir: Path, presets: Path, world_seed: int | None) -> None:
+    """A run folder's world is reused when it exists: refuse one generated with another seed than this call asks for,
+    rather than train on the wrong world under a record that names the right one."""
+    recipe = run_dir / "data" / "recipe.yaml"
+    if not recipe.is_file():
+        return
+    if world_seed is None:
+        expected = (yaml.safe_load((presets / "world.yaml").read_text()) or {}).get("seed")
+    else:
+        expected = world_seed
+    found = (yaml.safe_load(recipe.read_text()) or {}).get("seed")
+    if expected is not None and found is not None and int(found) != int(expected):
+        raise GroundupError(f"{run_dir / 'data'} was generated with world seed {found}, and this call asks for {expected}: "
+                            f"pass --world-seed {found} to resume it, or choose another --run-dir (or --from world)")
+
+
+def run(preset: str, run_dir: str | Path, start_from: str | None = None, world_seed: int | None = None) -> dict:
     import importlib
 
     from .cli import STAGES
@@ -126,6 +159,7 @@ def run(preset: str, run_dir: str | Path, start_from: str | None = None) -> dict
             raise GroundupError(f"--from {start_from!r}: no such stage; choose one of: {', '.join(names)}")
         for step in steps[matches[0]:]:
             _remove(run_dir / step.output)
+    _check_world_seed(run_dir, presets, world_seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     timings_path = run_dir / TIMINGS_FILE
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
@@ -141,7 +175,7 @@ def run(preset: str, run_dir: str | Path, start_from: str | None = None) -> dict
         source = presets / step.config
         if not source.is_file():
             raise GroundupError(f"preset {preset_name}: missing {source}")
-        config = resolve_config(source, run_dir / "configs" / f"{step.name}.yaml", preset_name, run_dir)
+        config = resolve_config(source, run_dir / "configs" / f"{step.name}.yaml", preset_name, run_dir, world_seed)
         argv = ["--config", str(config)] + [str(run_dir / a[2:]) if a.startswith("@/") else a for a in step.args]
         print(f"{prefix} running: groundup {step.stage} {' '.join(argv)}", flush=True)
         start = time.perf_counter()
@@ -174,6 +208,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--from", dest="start_from", default=None,
                         help="Redo this stage or step (world, tokenizer, pretrain, sft, probe, sft-idk, surprisal-init, "
                              "sft-idk-surprisal, dpo, eval, report) and everything after it.")
+    parser.add_argument("--world-seed", "--world_seed", type=int, default=None,
+                        help="Run the preset on another world: this seed in world.yaml, every other seed unchanged "
+                             "(default run folder: runs/<preset>-seed<N>).")
     args = parser.parse_args(argv)
-    run_dir = args.run_dir or f"runs/{Path(args.preset).name}"
-    return run(args.preset, run_dir, args.start_from)
+    name = Path(args.preset).name
+    run_dir = args.run_dir or (f"runs/{name}" if args.world_seed is None else f"runs/{name}-seed{args.world_seed}")
+    return run(args.preset, run_dir, args.start_from, args.world_seed)
