@@ -139,8 +139,9 @@ def _check_world_seed(run_dir: Path, presets: Path, world_seed: int | None) -> N
         expected = world_seed
     found = (yaml.safe_load(recipe.read_text()) or {}).get("seed")
     if expected is not None and found is not None and int(found) != int(expected):
-        raise GroundupError(f"{run_dir / 'data'} was generated with world seed {found}, and this call asks for {expected}: "
-                            f"pass --world-seed {found} to resume it, or choose another --run-dir (or --from world)")
+        raise GroundupError(f"{run_dir / 'data'} was generated with world seed {found}, and this call asks for "
+                            f"{expected}: pass --world-seed {found} to resume it, or choose another --run-dir (or "
+                            "--from world)")
 
 
 def run(preset: str, run_dir: str | Path, start_from: str | None = None, world_seed: int | None = None) -> dict:
