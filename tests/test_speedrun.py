@@ -153,6 +153,9 @@ def test_resuming_a_run_with_another_world_seed_is_refused(tmp_path, capsys):
     assert "generated with world seed 1, and this call asks for 0: pass --world-seed 1" in capsys.readouterr().err
     assert cli_main([*args, "--world-seed", "2"]) == 2
     assert "asks for 2" in capsys.readouterr().err
+    (tmp_path / "r" / "sft").mkdir()
+    assert cli_main([*args, "--from", "sft"]) == 2
+    assert (tmp_path / "r" / "sft").is_dir()  # refused before `--from` deleted anything
 
 
 def test_world_seed_names_its_own_run_folder(monkeypatch):

@@ -154,13 +154,17 @@ def run(preset: str, run_dir: str | Path, start_from: str | None = None, world_s
     run_dir = Path(run_dir)
     steps = plan()
     names = [s.name for s in steps]
+    first = None  # index of the first step `--from` redoes
     if start_from is not None:
         matches = [i for i, s in enumerate(steps) if start_from in (s.name, s.stage)]
         if not matches:
             raise GroundupError(f"--from {start_from!r}: no such stage; choose one of: {', '.join(names)}")
-        for step in steps[matches[0]:]:
+        first = matches[0]
+    if first != 0:  # the world folder is kept: check its seed before anything is deleted
+        _check_world_seed(run_dir, presets, world_seed)
+    if first is not None:
+        for step in steps[first:]:
             _remove(run_dir / step.output)
-    _check_world_seed(run_dir, presets, world_seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     timings_path = run_dir / TIMINGS_FILE
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
