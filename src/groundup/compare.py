@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import GroundupError
+from .grading import CORRECT, REFUSED
 from .report import (ASSISTANT_TARGETS, TARGETS, _fmt, assistant_targets, check_targets, load_eval, split_eval_name,
                      tier_metrics)
 
@@ -46,10 +47,12 @@ def run_row(run_dir: Path, arm: str) -> tuple[list[str], int, int]:
         evaluated = [name for name in arms if split_eval_name(name)[1] == ""]
         raise GroundupError(f"{run_dir}: no eval/{arm}/metrics.json and predictions.jsonl (run its speedrun through "
                             f"the eval stage, or choose another --arm; evaluated: {', '.join(evaluated) or 'nothing'})")
-    rare = [r for r in arms[arm]["predictions"] if r.get("tier") == "rare" and r["grade"] != "refused"]
-    results = [(value, met, f" ({sum(r['grade'] == 'correct' for r in rare)}/{len(rare)})"
-                if label.startswith("rare correct_given_attempted") else "")
-               for label, _, value, met in check_targets(arms[arm]["metrics"])]
+    def right_of_attempted(tier: str) -> str:
+        attempted = [r for r in arms[arm]["predictions"] if r.get("tier") == tier and r["grade"] != REFUSED]
+        return f" ({sum(r['grade'] == CORRECT for r in attempted)}/{len(attempted)})"
+
+    results = [(value, met, right_of_attempted(tier) if key == "correct_given_attempted" else "")
+               for (tier, key, *_), (_, _, value, met) in zip(TARGETS, check_targets(arms[arm]["metrics"]))]
     assistant = {label: (value, met) for label, _, value, met in assistant_targets(arms, arm)}
     results += [(*assistant.get(label, (None, None)), "") for label, kind, *_ in ASSISTANT_TARGETS if kind]
     checked = [met for _, met, _ in results if met is not None]
