@@ -13,25 +13,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from .errors import GroundupError
 from .grading import CORRECT, REFUSED
 from .report import (ASSISTANT_TARGETS, TARGETS, _fmt, assistant_targets, check_targets, load_eval, split_eval_name,
                      tier_metrics)
+from .speedrun import recorded_world_seed
 
 # Held-out phrasings: reported next to the targets, as the honesty issue asks, not counted as targets.
 HELDOUT_COLUMNS = [("frequent", "accuracy_answerable", "frequent acc"),
                    ("frequent", "false_refusal_rate_answerable", "false refusal"),
                    ("unseen", "refusal_rate_unanswerable", "unseen refusal")]
-
-
-def world_seed(run_dir: Path) -> Any:
-    """The seed the run's world was generated with (its `data/recipe.yaml`), or None when the run has no world."""
-    recipe = run_dir / "data" / "recipe.yaml"
-    return (yaml.safe_load(recipe.read_text()) or {}).get("seed") if recipe.is_file() else None
 
 
 def _cell(value: float | None, met: bool | None, detail: str = "") -> str:
@@ -47,6 +39,7 @@ def run_row(run_dir: Path, arm: str) -> tuple[list[str], int, int]:
         evaluated = [name for name in arms if split_eval_name(name)[1] == ""]
         raise GroundupError(f"{run_dir}: no eval/{arm}/metrics.json and predictions.jsonl (run its speedrun through "
                             f"the eval stage, or choose another --arm; evaluated: {', '.join(evaluated) or 'nothing'})")
+
     def right_of_attempted(tier: str) -> str:
         attempted = [r for r in arms[arm]["predictions"] if r.get("tier") == tier and r["grade"] != REFUSED]
         return f" ({sum(r['grade'] == CORRECT for r in attempted)}/{len(attempted)})"
@@ -57,7 +50,7 @@ def run_row(run_dir: Path, arm: str) -> tuple[list[str], int, int]:
     results += [(*assistant.get(label, (None, None)), "") for label, kind, *_ in ASSISTANT_TARGETS if kind]
     checked = [met for _, met, _ in results if met is not None]
     heldout = tier_metrics(arms[f"{arm}-heldout"]["metrics"]) if f"{arm}-heldout" in arms else {}
-    cells = [str(run_dir), _fmt(world_seed(run_dir))]
+    cells = [str(run_dir), _fmt(recorded_world_seed(run_dir))]
     cells += [_cell(value, met, detail) for value, met, detail in results]
     cells.append(f"{sum(checked)} of {len(checked)}")
     cells += [_fmt(heldout.get(tier, {}).get(key)) for tier, key, _ in HELDOUT_COLUMNS]

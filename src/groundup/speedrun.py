@@ -21,6 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -127,18 +128,26 @@ def _reset_distributed_state() -> None:
     PartialState._reset_state()
 
 
+def recorded_world_seed(run_dir: str | Path) -> Any:
+    """The seed a run's world was generated with (the world stage's resolved config, `data/recipe.yaml`), or None when
+    the run has no world yet."""
+    from .configs import RESOLVED_CONFIG_NAME
+
+    recipe = Path(run_dir) / "data" / RESOLVED_CONFIG_NAME
+    return (yaml.safe_load(recipe.read_text()) or {}).get("seed") if recipe.is_file() else None
+
+
 def _check_world_seed(run_dir: Path, presets: Path, world_seed: int | None) -> None:
     """A run folder's world is reused when it exists: refuse one generated with another seed than this call asks for,
     rather than train on the wrong world under a record that names the right one."""
-    recipe = run_dir / "data" / "recipe.yaml"
-    if not recipe.is_file():
+    found = recorded_world_seed(run_dir)
+    if found is None:
         return
     if world_seed is None:
         expected = (yaml.safe_load((presets / "world.yaml").read_text()) or {}).get("seed")
     else:
         expected = world_seed
-    found = (yaml.safe_load(recipe.read_text()) or {}).get("seed")
-    if expected is not None and found is not None and int(found) != int(expected):
+    if expected is not None and int(found) != int(expected):
         raise GroundupError(f"{run_dir / 'data'} was generated with world seed {found}, and this call asks for "
                             f"{expected}: pass --world-seed {found} to resume it, or choose another --run-dir (or "
                             "--from world)")
