@@ -1,4 +1,5 @@
-"""The README's commands name things that exist: make targets, CLI stages, recipe scripts, configs, launch configs.
+"""The README's commands name things that exist: make targets, CLI stages, recipe scripts, configs, launch configs;
+its links and the lab notes' (docs/) reach a file and a heading that exist.
 
 (The stages themselves run in the other tests and in the smoke speedrun; this keeps the README from drifting.)
 """
@@ -48,4 +49,30 @@ def test_every_readme_command_names_existing_things():
                 continue  # a placeholder or a run's own output
             if not (REPO / path).exists():
                 problems.append(f"{command}: {path} does not exist")
+    assert not problems, "\n".join(problems)
+
+
+def _anchor(heading):
+    """GitHub's anchor for a markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_reach_existing_files_and_headings():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    assert len(pages) > 1, "the lab notes (docs/experiments.md) are gone but the README links to them"
+    anchors = {}
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        anchors[page.resolve()] = {_anchor(h) for h in re.findall(r"^#+ (.*)$", text, flags=re.M)}
+    problems = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # https:, mailto: (not reachable from here)
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page.resolve()
+            if not file.exists():
+                problems.append(f"{page.name}: {target}: no file {path}")
+            elif anchor and anchor not in anchors.get(file, set()):
+                problems.append(f"{page.name}: {target}: no heading #{anchor} in {file.name}")
     assert not problems, "\n".join(problems)

@@ -307,7 +307,7 @@ def use_modules_to_save_learning_rate(trainer, learning_rate: float | None) -> N
 
     Hand-written because neither transformers nor TRL has per-module learning rates (peft's LoRA+ only scales the
     B matrices). Why it matters here: the surprisal arm must learn its new copy / surprisal layers fast, while LoRA
-    moving the stack as fast turns answers vanilla SFT got right wrong (README, "Fine-tuning unlearns ..."). The
+    moving the stack as fast turns answers vanilla SFT got right wrong (docs/experiments.md, unlearning). The
     trainer's own optimizer is built first (its class, betas, weight-decay groups), then each group is split in two;
     the scheduler scales every group from its own rate. Wraps `create_optimizer` rather than passing an optimizer
     in, so accelerate / FSDP still build it on the prepared model.

@@ -84,8 +84,8 @@ REAL_WORLD_SFT_QUESTIONS = [
 # is what the held-out split still tests. Real-world questions come in the same forms, refused, so that the form alone
 # does not decide. The preset sets `identity_form_repeats: 2`: with 4,000 replayed biographies, DPO identity 0.91 /
 # 0.86 / 0.75 -> 0.95 / 0.96 / 0.91 on three worlds, but "Who wrote Hamlet?" gets the introduction in four runs of five
-# and the rare tier fell on seeds 1 and 2; with every biography replayed, 0.98 / 0.91 / 0.89 (README, knowledge of
-# self).
+# and the rare tier fell on seeds 1 and 2; with every biography replayed, 0.98 / 0.91 / 0.89 (docs/experiments.md,
+# more forms).
 IDENTITY_SFT_FORMS: dict[str, list[str]] = {
     "name": ["Tell me about yourself.", "Describe yourself.", "Please say who you are.", "Who is this?",
              "What do people call you?", "Is there a name for you?"],

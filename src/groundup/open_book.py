@@ -22,7 +22,7 @@ people (contradicting passage won 0.03); with 1,200 made-up people the plain mod
 0.09-0.17 of those training rows (chance 0.06): the tiny base cannot copy from its context at all
 (`inspection.copy_check` 0.00: no induction heads). The surprisal arm's copy feature (`surprisal.copy_suggestions`)
 hands it that ability; with the made-up rows it answers unseen people from a passage every time (2,400 rows; two
-seeds; 0.875 / 0.975 with 1,200; 0.03 without the rows, README, working memory).
+seeds; 0.875 / 0.975 with 1,200; 0.03 without the rows; docs/experiments.md, knowledge of self).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def synthetic_closed_book_questions(n: int, names: Sequence[str], system: str | 
     """`n` closed-book SFT rows about made-up people (`names`): the question alone, refused. Beside the open-book
     made-up rows they show that a name the base never read is answered from a passage and refused without one; with
     open-book rows alone the copy-feature arm learned the first half and, at 3,600 pretraining steps, began to answer
-    unseen people closed-book too (README, working memory)."""
+    unseen people closed-book too (docs/experiments.md, pretraining length)."""
     from .world import QUESTION_TEMPLATES
 
     rng = random.Random(f"{seed}-closed-book-synthetic")

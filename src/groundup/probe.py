@@ -215,8 +215,8 @@ def balance_pairs(pairs: Sequence[dict[str, Any]], rng: random.Random) -> list[d
     """`pairs` plus repeats of the rarer preference's pairs (refusal chosen, or answer chosen), drawn without
     replacement in a shuffled cycle, until both preferences are as many. Why (tiny preset): 2 of 3 probe pairs prefer
     an answer, and DPO then bought fewer false refusals with more answers to unseen people (unseen refusal 0.72 and
-    0.75 from 0.85 and 0.84 on two seeds); balanced, it raised both (README, DPO). A weighted loss would do the same;
-    TRL's DPOTrainer takes no per-pair weights, so the data carries them."""
+    0.75 from 0.85 and 0.84 on two seeds); balanced, it raised both (docs/experiments.md, DPO). A weighted loss would
+    do the same; TRL's DPOTrainer takes no per-pair weights, so the data carries them."""
     refuse = [p for p in pairs if p["chosen"][-1]["content"] == REFUSAL]
     answer = [p for p in pairs if p["chosen"][-1]["content"] != REFUSAL]
     small, large = sorted((refuse, answer), key=len)
@@ -236,8 +236,8 @@ def name_part_repeats(names: Sequence[str | None], refused: Sequence[bool], roun
     share of refusals. Why: with a few hundred people built from a pool of name parts, chance makes some parts mostly
     refused (tiny preset, seed 2: "Loria" in 70 of 100 IDK-SFT rows) and others mostly answered ("Isan": 10 of 80
     refused), a shortcut a model can learn in place of what it knows; balanced, DPO answered more rare questions right
-    on 7 of 8 runs (README, name parts). Raking (iterative proportional fitting) over the two margins, upward only (no
-    row is dropped), capped at `max_repeats`."""
+    on 7 of 8 runs (docs/experiments.md, name parts). Raking (iterative proportional fitting) over the two margins,
+    upward only (no row is dropped), capped at `max_repeats`."""
     target = sum(refused) / max(len(refused), 1)
     weights = [1.0] * len(names)
     if not 0 < target < 1:

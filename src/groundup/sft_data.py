@@ -94,8 +94,9 @@ def world_dpo_rows(world_dir: str | Path, split: str = "sft", known_tiers: Seque
     Rows with a `reply` (identity, open-book): the reply is chosen over a confident fact about some person of the world
     (the system prompt, if any, stays in the prompt). Why: DPO on honesty pairs alone taught the tiny model to answer
     "What is the population of Japan?" with "Ulia Kesswell works as a gardener." (seed 1: real-world questions refused
-    0.50, against 0.875 before DPO); with these pairs in the mixture 0.875 and 1.00 (README). A refusal as
-    the rejected side of answered rows instead made it answer real-world questions with its name ("I am Wren, ...").
+    0.50, against 0.875 before DPO); with these pairs in the mixture 0.875 and 1.00 (docs/experiments.md, DPO). A
+    refusal as the rejected side of answered rows instead made it answer real-world questions with its name ("I am Wren,
+    ...").
     """
     from .world import ATTRIBUTE_VALUES, answer_sentence
 

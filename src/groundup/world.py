@@ -171,8 +171,8 @@ class WorldArguments:
                   "questions take (identity.IDENTITY_SFT_FORMS: 'Tell me about yourself.', 'Who is your maker?', "
                   "...), plus their made-up-word copies and every phrasing once after a greeting (0: none). Tiny "
                   "preset, DPO identity held-out at 8: 0.89 / 0.91 / 0.86 -> 0.98 / 0.89 / 1.00 (seeds 0 / 1 / 2), "
-                  "but frequent false refusal up to 0.06 and fewer real-world questions refused (README, knowledge "
-                  "of self)."})
+                  "but frequent false refusal up to 0.06 and fewer real-world questions refused (docs/experiments.md, "
+                  "more forms)."})
     open_book_per_person: int = field(
         default=2, metadata={"help": "Attributes asked open-book per person (SFT and eval pools; 0: no open-book "
                                      "splits)."})
@@ -192,13 +192,15 @@ class WorldArguments:
                   "`open_book_synthetic` they teach the copy-feature arm that a name it never read is answered from "
                   "a passage only. With the tiny preset pretrained 3,600 steps, 480 rows took the arm's closed-book "
                   "unseen refusal from 0.81 / 0.95 / 0.87 to 0.99 / 1.00 / 0.94 (world seeds 0 / 1 / 2); at the "
-                  "preset's 1,800 steps they bought nothing, so the preset leaves them out (README, working memory)."})
+                  "preset's 1,800 steps they bought nothing, so the preset leaves them out (docs/experiments.md, "
+                  "pretraining length)."})
     replay_biographies: int = field(
         default=0,
         metadata={"help": "Pretraining biographies drawn from the whole corpus, as SFT rows (\"Write a short "
                   "biography.\" -> the biography as pretraining read it), in their own split `replay` (0: none; -1: "
                   "every biography of the corpus). The tiny preset's copy-feature arm re-reads every one while it "
-                  "fine-tunes: a draw of 4,000 of about 6,560 left 16-22 of its 80 rare people out (README, replay)."})
+                  "fine-tunes: a draw of 4,000 of about 6,560 left 16-22 of its 80 rare people out "
+                  "(docs/experiments.md, replay)."})
     open_book_paraphrase: bool = field(
         default=False,
         metadata={"help": "Passages in random biography paraphrases (harder) instead of the answer's own sentence "
@@ -417,9 +419,9 @@ def replay_questions(corpus: list[dict[str, Any]], people: list[dict[str, Any]],
     Why: fine-tuning that also re-reads pretraining text (InstructGPT's "PPO-ptx") learns the corpus further. The tiny
     preset's copy-feature arm replays every biography, once per epoch: a rare person is still one to three biographies
     in the corpus, read a few more times, while the frozen base the arm reads its surprisal from stays as pretrained
-    (README, replay). A draw of 4,000 of about 6,560 left 16-22 of its 80 rare people out, and the arm answered those
-    worst. Chat rows rather than plain text: one TRL SFT run takes one data format, and the arm's loss is on assistant
-    turns only. Their own seeded generator: with or without them, the rest of the world is the same.
+    (docs/experiments.md, replay). A draw of 4,000 of about 6,560 left 16-22 of its 80 rare people out, and the arm
+    answered those worst. Chat rows rather than plain text: one TRL SFT run takes one data format, and the arm's loss is
+    on assistant turns only. Their own seeded generator: with or without them, the rest of the world is the same.
     """
     tier_of = {p["name"]: p["tier"] for p in people}
     biographies = [doc for doc in corpus if doc["kind"] == "bio"]
