@@ -25,6 +25,25 @@ def _inputs(tokenizer, texts):
     return tokenizer(texts, return_tensors="pt", padding=True)
 
 
+@torch.no_grad()
+def _silent_until_opened_and_saved_with_it(model, plain, batch, open_feature, path):
+    """A new input adds nothing until its weights move; once they do, the output changes, and the saved folder loads
+    back giving the changed output. Returns the loaded model."""
+    from transformers import AutoModelForCausalLM
+
+    mask = batch["attention_mask"].bool()
+    position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+    expected = plain(**batch, position_ids=position_ids).logits[mask]
+    assert torch.allclose(model(**batch).logits[mask], expected, atol=1e-5)
+    open_feature(model.transformer)
+    opened = model(**batch).logits[mask]
+    model.save_pretrained(path)
+    loaded = AutoModelForCausalLM.from_pretrained(path).eval()
+    assert torch.allclose(loaded(**batch).logits[mask], opened, atol=1e-5)
+    assert not torch.allclose(opened, expected, atol=1e-3)
+    return loaded
+
+
 def test_assembled_model_starts_as_the_model_it_was_built_from(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -184,19 +203,44 @@ def test_copy_feature_starts_silent_and_survives_save_and_load(tiny_model_dir, t
     assert model.transformer.copy_gate.weight.abs().sum() == 0
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     batch = _inputs(tokenizer, ["Arel Bram was born in Velmora. Arel Bram was born in", QUESTIONS[0]])
-    with torch.no_grad():
-        mask = batch["attention_mask"].bool()
-        position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp_min(0)
-        assert torch.allclose(model(**batch).logits[mask], plain(**batch, position_ids=position_ids).logits[mask],
-                              atol=1e-5)
-        model.transformer.copy_gate.weight.fill_(1.0)  # an open gate changes the output where a match exists
-        opened = model(**batch).logits
-        model.save_pretrained(tmp_path / "m")
-        loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
-        assert loaded.config.copy_max_match == 8
-        assert torch.allclose(loaded(**batch).logits[mask], opened[mask], atol=1e-5)
-        assert not torch.allclose(opened[mask], plain(**batch, position_ids=position_ids).logits[mask], atol=1e-3)
+    # an open gate changes the output where a match exists
+    loaded = _silent_until_opened_and_saved_with_it(model, plain, batch, lambda m: m.copy_gate.weight.fill_(1.0),
+                                                    tmp_path / "m")
+    assert loaded.config.copy_max_match == 8
     from groundup.model_card import write_model_card
 
     card = write_model_card(tmp_path / "m", title="t", summary="s").read_text()
     assert "in-context copy feature" in card and "up to 8 tokens" in card and "import groundup.surprisal" in card
+
+
+def test_window_surprisal_reads_each_token_after_a_document_start_and_its_window(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    model = assemble(tiny_model_dir, tiny_model_dir, surprisal_window=2).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    start = model.config.bos_token_id
+    batch = _inputs(tokenizer, QUESTIONS)
+    mask = batch["attention_mask"].bool()
+    with torch.no_grad():
+        s = model.transformer.window_surprisal(batch["input_ids"], batch["attention_mask"])
+        row = batch["input_ids"][0][mask[0]]
+        for t in range(len(row)):  # by hand: a document start, the (up to) two tokens before, then the token
+            context = [start] * max(0, 2 - t) + row[max(0, t - 2):t].tolist()
+            logp = torch.log_softmax(plain(torch.tensor([[start, *context]])).logits[0, -1], -1)
+            assert torch.isclose(s[0][mask[0]][t], -logp[row[t]], atol=1e-4)
+        alone = model.transformer.window_surprisal(tokenizer([QUESTIONS[1]], return_tensors="pt")["input_ids"])
+        assert torch.allclose(s[1][mask[1]], alone[0], atol=1e-4)  # left padding changes nothing
+        assert (s[~mask] == 0).all()
+    # random weights: a constant vector would not show (the first layer norm subtracts it)
+    loaded = _silent_until_opened_and_saved_with_it(
+        model, plain, batch, lambda m: torch.nn.init.normal_(m.window_surprisal_embedding.weight, std=0.1),
+        tmp_path / "m")
+    assert loaded.config.surprisal_window == 2
+    from groundup.model_card import write_model_card
+
+    card = write_model_card(tmp_path / "m", title="t", summary="s").read_text()
+    assert "only the 2 tokens before each token" in card and "import groundup.surprisal" in card
+    with pytest.raises(GroundupError, match="surprisal_window"):
+        main(["--base", str(tiny_model_dir), "--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"),
+              "--surprisal_window", "-1"])

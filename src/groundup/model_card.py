@@ -59,7 +59,10 @@ def write_model_card(
     own_type = own_config["model_type"] if own_config else None
     if own_type:
         copy = own_config.get("copy_max_match", 0)
+        window = own_config.get("surprisal_window", 0)
         reads = "its pretrained base's surprisal" + (
+            f" (also after a document start and only the {window} token{'s' if window > 1 else ''} before each token)"
+            if window else "") + (
             f" and, for every token, what followed the longest earlier match (up to {copy} tokens) of the text in its"
             " context (an in-context copy feature)" if copy else "")
         body += [f"A model type of groundup's own (`{own_type}`: it reads {reads}, see `groundup.surprisal`): "

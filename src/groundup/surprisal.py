@@ -3,7 +3,7 @@ current text the last time it appeared in the context): an honesty arm that refu
 trained on (tiny preset, closed-book unseen refusal 0.97 / 0.96 on two seeds, against 0.39 / 0.43 for IDK-SFT) and,
 with the copy feature, answers them from a passage (1.00 on both seeds, against 0.025).
 
-Why (measured on the tiny preset, README "Where the honesty results stand"): the base model knows whom it has seen —
+Why (measured on the tiny preset, README "How the honest arm works"): the base model knows whom it has seen —
 its log P(last name | first name) separates frequent from unseen people perfectly — but that signal is never a hidden
 vector at the token where the fine-tuned model decides to answer or refuse (linear probes there are at chance), so
 IDK-SFT can only memorise which training names to refuse. Handing the network the base's per-token surprisal,
@@ -15,6 +15,10 @@ IDK-SFT can only memorise which training names to refuse. Handing the network th
 - `surprisal_embedding`: soft bins of the surprisal (Gaussian bumps at `surprisal_bins` centres from 0 to
   `surprisal_max` nats, plus the scaled value itself) mapped to a vector added to the token embedding. Zero at
   initialisation, so the assembled model starts out exactly as the fine-tuned model it was built from.
+- optional, `surprisal_window` > 0: a second surprisal input (`window_surprisal`, through `window_surprisal_embedding`,
+  zero at the start): the reference's surprisal of each token after a document start and only that many tokens before
+  it, so that whom the base has met does not depend on the question a name is asked in (tiny preset, world seed 2: DPO
+  false refusal 0.040 -> 0.000, unseen refusal 0.900 -> 0.960);
 - optional, `copy_max_match` > 0: an in-context copy feature (`copy_suggestions`). Each token also reads the token that
   followed the longest earlier match of the text ending there, and that match's length: through `copy_projection`
   (the identity at the start) scaled by a per-length `copy_gate`, plus a per-length `copy_length_embedding`, both zero
@@ -24,11 +28,11 @@ IDK-SFT can only memorise which training names to refuse. Handing the network th
   learns to answer from a passage and to prefer it to its weights.
 
 Costs and limits, said plainly: two forward passes per token, no KV cache (generation recomputes the prefix), any
-surprising token can read as unfamiliar (without the world's `rephrased` questions in its IDK-SFT data it refused
-nearly every question phrased in a way it was never trained on; with them, see the README), and a model type of its
-own: the folder loads with `AutoModelForCausalLM` once `groundup.surprisal` is imported (groundup's
-own loaders do this); without groundup it does not load. No well-kept library provides such an input feature, hence
-this module.
+surprising token can read as unfamiliar (without the world's `rephrased` questions in its IDK-SFT data it refused nearly
+every question phrased in a way it was never trained on; with them, docs/experiments.md, the surprisal arm), and a model
+type of its own: the folder loads with `AutoModelForCausalLM` once `groundup.surprisal` is imported (groundup's own
+loaders do this); without groundup it does not load. No well-kept library provides such an input feature, hence this
+module.
 
     groundup surprisal-init --base runs/tiny/base --model runs/tiny/sft --output_dir runs/tiny/sft-surprisal-init
 """
@@ -48,17 +52,19 @@ MODEL_TYPE = "groundup_surprisal_gpt2"
 class SurprisalGPT2Config(GPT2Config):
     model_type = MODEL_TYPE
 
-    def __init__(self, surprisal_bins: int = 10, surprisal_max: float = 18.0, copy_max_match: int = 0, **kwargs):
+    def __init__(self, surprisal_bins: int = 10, surprisal_max: float = 18.0, copy_max_match: int = 0,
+                 surprisal_window: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.surprisal_bins = surprisal_bins
         self.surprisal_max = surprisal_max
         self.copy_max_match = copy_max_match
+        self.surprisal_window = surprisal_window
 
 
 def _reference_config(config: SurprisalGPT2Config) -> GPT2Config:
     return GPT2Config(**{k: v for k, v in config.to_dict().items()
-                         if k not in ("surprisal_bins", "surprisal_max", "copy_max_match", "model_type", "architectures",
-                                      "auto_map")})
+                         if k not in ("surprisal_bins", "surprisal_max", "copy_max_match", "surprisal_window",
+                                      "model_type", "architectures", "auto_map")})
 
 
 def copy_suggestions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -109,10 +115,14 @@ class SurprisalGPT2Model(GPT2Model):
             self.copy_length_embedding = nn.Embedding(config.copy_max_match + 1, config.n_embd)
             for module in (self.copy_projection, self.copy_gate, self.copy_length_embedding):
                 self._init_weights(module)
+        if config.surprisal_window:  # the short-context surprisal (`window_surprisal`); off unless configured
+            self.window_surprisal_embedding = nn.Linear(config.surprisal_bins + 1, config.n_embd, bias=False)
+            nn.init.zeros_(self.window_surprisal_embedding.weight)
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if module is getattr(self, "surprisal_embedding", None):
+        if module is getattr(self, "surprisal_embedding", None) or module is getattr(
+                self, "window_surprisal_embedding", None):
             nn.init.zeros_(module.weight)  # the feature starts silent: the model begins as the one it was built from
         # The copy feature starts silent too (gates and length embedding zero); its projection starts as the
         # identity, so a gate that opens passes the suggested token's own embedding, which the tied LM head reads
@@ -137,6 +147,38 @@ class SurprisalGPT2Model(GPT2Model):
             s = s * attention_mask.to(s.dtype)
         return s
 
+    @torch.no_grad()
+    def window_surprisal(self, input_ids, attention_mask=None) -> torch.Tensor:
+        """-log P_reference(token | a document's start, then the `surprisal_window` tokens before it) per token (0 for
+        padding): the reference's view of a token with the rest of the context cut away.
+
+        Why: the full-context surprisal of a name depends on where it is asked. Pretraining on the tiny preset's
+        world mixes in chat questions about some frequent people, so in a question's context the reference expects
+        *their* last names, and on one world (seed 2) it finds two frequent people (both called Loria) as surprising
+        as two unseen ones (last name 6.3 and 5.0 nats against 5.3 and 6.4). After a document start and the first
+        name alone (`surprisal_window: 1`) the same reference separates frequent from unseen people in every pool of
+        all three worlds measured (seed 2: at most 3.3 nats for frequent people, at least 4.6 for unseen ones), because
+        biographies, where it met the names, start that way. Each distinct context (a document start and the window)
+        is one short sequence through the reference.
+        """
+        window = self.config.surprisal_window
+        start = self.config.bos_token_id if self.config.bos_token_id is not None else 0
+        batch, length = input_ids.shape
+        valid = (torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None
+                 else attention_mask.bool())
+        # Context before the text, and padding, read as document starts too (an empty document is what pretraining
+        # saw between two separators), so a left-padded row gives what the same row alone gives.
+        text = torch.where(valid, input_ids, torch.full_like(input_ids, start))
+        windows = torch.cat([input_ids.new_full((batch, window), start), text], dim=1).unfold(1, window, 1)[:, :length]
+        contexts = torch.cat([input_ids.new_full((batch, length, 1), start), windows], dim=-1).reshape(-1, window + 1)
+        # A batch repeats the same few hundred contexts (a window of one token: one per distinct previous token), so
+        # the reference reads each once: about a tenth of the rows on the tiny preset's batches.
+        unique, inverse = torch.unique(contexts, dim=0, return_inverse=True)
+        hidden = self.reference(input_ids=unique).last_hidden_state[:, -1]
+        logp = torch.log_softmax((hidden @ self.reference.wte.weight.T).float(), dim=-1)
+        s = -logp[inverse, text.reshape(-1)].reshape(batch, length)
+        return s * valid.to(s.dtype)
+
     def surprisal_features(self, s: torch.Tensor) -> torch.Tensor:
         # The bin centres are made here, not kept as a buffer: `from_pretrained` builds the model without running
         # __init__'s tensor code, and a non-persistent buffer came back as uninitialised memory (different garbage in
@@ -154,6 +196,10 @@ class SurprisalGPT2Model(GPT2Model):
             features = self.surprisal_features(self.surprisal(input_ids, attention_mask, position_ids))
             inputs_embeds = self.wte(input_ids) + self.surprisal_embedding(
                 features.to(self.surprisal_embedding.weight.dtype))
+            if self.config.surprisal_window:
+                window_features = self.surprisal_features(self.window_surprisal(input_ids, attention_mask))
+                inputs_embeds = inputs_embeds + self.window_surprisal_embedding(
+                    window_features.to(self.window_surprisal_embedding.weight.dtype))
             if self.config.copy_max_match:
                 next_ids, lengths = copy_suggestions(input_ids, attention_mask, self.config.copy_max_match)
                 suggestion = self.wte(next_ids) * (lengths > 0).unsqueeze(-1).to(inputs_embeds.dtype)
@@ -182,7 +228,7 @@ AutoModelForCausalLM.register(SurprisalGPT2Config, SurprisalGPT2LMHeadModel, exi
 
 
 def assemble(base_dir: str | Path, model_dir: str | Path, bins: int = 10, maximum: float = 18.0,
-             copy_max_match: int = 0):
+             copy_max_match: int = 0, surprisal_window: int = 0):
     """A `SurprisalGPT2LMHeadModel` with the fine-tuned model's weights and the base as its frozen reference."""
     from .errors import GroundupError
 
@@ -192,7 +238,8 @@ def assemble(base_dir: str | Path, model_dir: str | Path, bins: int = 10, maximu
         raise GroundupError(f"surprisal-init: base {base_dir} and model {model_dir} differ in shape (vocab "
                             f"{base.config.vocab_size} vs {model.config.vocab_size}, width {base.config.n_embd} vs "
                             f"{model.config.n_embd}): the base must be the one the model was fine-tuned from")
-    config = SurprisalGPT2Config(surprisal_bins=bins, surprisal_max=maximum, copy_max_match=copy_max_match, **{
+    config = SurprisalGPT2Config(surprisal_bins=bins, surprisal_max=maximum, copy_max_match=copy_max_match,
+                                 surprisal_window=surprisal_window, **{
         k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "architectures", "transformers_version")})
     combined = SurprisalGPT2LMHeadModel(config)
     missing = combined.load_state_dict(model.state_dict(), strict=False)
@@ -215,10 +262,15 @@ class SurprisalInitArguments:
     copy_max_match: int = field(default=0, metadata={
         "help": "In-context copy feature: each token also reads the token that followed the longest earlier match "
                 "of the text ending there (up to this many tokens) and the match's length. 0: off."})
+    surprisal_window: int = field(default=0, metadata={
+        "help": "Short-context surprisal: each token also reads the reference's surprisal of it after a document "
+                "start and only this many tokens before it (1: a last name after its first name, as biographies "
+                "begin), beside the full-context surprisal. 0: off."})
 
     def __post_init__(self):
-        if self.copy_max_match < 0:  # parse_config turns this into one line naming the key
-            raise ValueError(f"copy_max_match must be 0 (off) or more, got {self.copy_max_match}")
+        for key in ("copy_max_match", "surprisal_window"):  # parse_config turns this into one line naming the key
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be 0 (off) or more, got {getattr(self, key)}")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
@@ -235,7 +287,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     (args,) = parse_args(argv)
     check_output_dir(args.output_dir, args.overwrite)
-    model = assemble(args.base, args.model, args.surprisal_bins, args.surprisal_max, args.copy_max_match)
+    model = assemble(args.base, args.model, args.surprisal_bins, args.surprisal_max, args.copy_max_match,
+                     args.surprisal_window)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     with atomic_output_dir(args.output_dir, args.overwrite) as out:
         model.save_pretrained(out)
