@@ -49,6 +49,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHea
 MODEL_TYPE = "groundup_surprisal_gpt2"
 
 
+# The keys SurprisalGPT2Config adds to GPT-2's: the frozen reference is a plain GPT-2 built without them.
+OWN_CONFIG_KEYS = ("surprisal_bins", "surprisal_max", "copy_max_match", "surprisal_window")
+
+
 class SurprisalGPT2Config(GPT2Config):
     model_type = MODEL_TYPE
 
@@ -63,8 +67,7 @@ class SurprisalGPT2Config(GPT2Config):
 
 def _reference_config(config: SurprisalGPT2Config) -> GPT2Config:
     return GPT2Config(**{k: v for k, v in config.to_dict().items()
-                         if k not in ("surprisal_bins", "surprisal_max", "copy_max_match", "surprisal_window",
-                                      "model_type", "architectures", "auto_map")})
+                         if k not in (*OWN_CONFIG_KEYS, "model_type", "architectures", "auto_map")})
 
 
 def copy_suggestions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,

@@ -418,10 +418,11 @@ def replay_questions(corpus: list[dict[str, Any]], people: list[dict[str, Any]],
 
     Why: fine-tuning that also re-reads pretraining text (InstructGPT's "PPO-ptx") learns the corpus further. The tiny
     preset's copy-feature arm replays every biography, twice per epoch (its YAML lists the split twice): a rare person
-    is still one to three biographies in the corpus, read a few more times, while the frozen base the arm reads its surprisal from stays as pretrained
-    (docs/experiments.md, replay). A draw of 4,000 of about 6,560 left 16-22 of its 80 rare people out, and the arm
-    answered those worst. Chat rows rather than plain text: one TRL SFT run takes one data format, and the arm's loss is
-    on assistant turns only. Their own seeded generator: with or without them, the rest of the world is the same.
+    is still one to three biographies in the corpus, read a few more times, while the frozen base the arm reads its
+    surprisal from stays as pretrained (docs/experiments.md, replay). A draw of 4,000 of about 6,560 left 16-22 of its
+    80 rare people out, and the arm answered those worst. Chat rows rather than plain text: one TRL SFT run takes one
+    data format, and the arm's loss is on assistant turns only. Their own seeded generator: with or without them, the
+    rest of the world is the same.
     """
     tier_of = {p["name"]: p["tier"] for p in people}
     biographies = [doc for doc in corpus if doc["kind"] == "bio"]
