@@ -24,9 +24,9 @@ def build(tmp: Path, vocab_size: int):
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from groundup.tokenizer import main as tokenizer_main
-    from groundup.world import main as world_main
-    from groundup.world import read_jsonl
+    from groundup.train.tokenizer import main as tokenizer_main
+    from groundup.world.generate import main as world_main
+    from groundup.world.generate import read_jsonl
 
     world_main(["--output_dir", str(tmp / "data"), "--num_people", "320"])
     tokenizer_main(["--output_dir", str(tmp / "tokenizer"), "--dataset", str(tmp / "data"),
@@ -55,7 +55,7 @@ def timed(generator, questions, confidence=False):
 def main(argv=None) -> int:
     import torch
 
-    from groundup.generation import HFGenerator, torch_threads
+    from groundup.evaluate.generation import HFGenerator, torch_threads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=256)

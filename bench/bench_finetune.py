@@ -30,8 +30,8 @@ def build(tmp: Path):
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from groundup.tokenizer import main as tokenizer_main
-    from groundup.world import main as world_main
+    from groundup.train.tokenizer import main as tokenizer_main
+    from groundup.world.generate import main as world_main
 
     world_main(["--output_dir", str(tmp / "data"), "--num_people", "320"])
     tokenizer_main(["--output_dir", str(tmp / "tokenizer"), "--dataset", str(tmp / "data"), "--vocab_size", "2048"])
@@ -50,11 +50,11 @@ COMMON = ["--per_device_train_batch_size", "16", "--logging_steps", "1", "--save
 
 
 def sft_arm(model, data, steps, *extra, packed_rows=True):
-    from groundup.sft import parse_args as parse
+    from groundup.train.sft import parse_args as parse
     from trl import SFTTrainer
 
-    from groundup.finetune import load_model_and_tokenizer, lora_config, use_packed_rows
-    from groundup.sft_data import load_training_data
+    from groundup.train.finetune import load_model_and_tokenizer, lora_config, use_packed_rows
+    from groundup.data.chat_rows import load_training_data
 
     script, training, model_args, mixture = parse([
         "--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", "/tmp/unused",
@@ -75,7 +75,7 @@ def sft_arm(model, data, steps, *extra, packed_rows=True):
 
 
 def dpo_arm(model, data, steps, precompute: bool):
-    from groundup.dpo import build_trainer, parse_args as parse
+    from groundup.train.dpo import build_trainer, parse_args as parse
 
     script, training, model_args, mixture = parse([
         "--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", tempfile.mkdtemp(),

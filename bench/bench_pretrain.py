@@ -27,7 +27,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def ensure_inputs(run_dir: Path) -> tuple[Path, Path]:
     """The tiny world and its tokenizer, built locally (nothing downloaded)."""
-    from groundup import tokenizer, world
+    from groundup.train import tokenizer
+    from groundup.world import generate as world
 
     data, tok = run_dir / "data", run_dir / "tokenizer"
     if not data.exists():
@@ -40,15 +41,15 @@ def ensure_inputs(run_dir: Path) -> tuple[Path, Path]:
 def setup(args):
     from transformers import AutoTokenizer
 
-    from groundup.pretrain import PretrainArguments
-    from groundup.pretrain_data import DataSpec, prepare_tokens
+    from groundup.train.pretrain import PretrainArguments
+    from groundup.data.pretrain import DataSpec, prepare_tokens
 
     data_dir, tok_dir = ensure_inputs(Path(args.run_dir))
     argv = ["--config", str(Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "pretrain.yaml"),
             "--output_dir", str(Path(args.run_dir) / "bench-base"), "--tokenizer", str(tok_dir),
             "--dataset", str(data_dir), "--eval_steps", "0", "--save_steps", "0", "--logging_steps", "1000000",
             "--warmup_steps", "0", "--recall_check", "false", *args.overrides]
-    from groundup.configs import parse_config
+    from groundup.core.configs import parse_config
 
     (pargs,) = parse_config([PretrainArguments], argv)
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
@@ -60,7 +61,7 @@ def setup(args):
 def model_and_config(pargs, tokenizer):
     import torch
 
-    from groundup.model import build_config, build_model
+    from groundup.models.gpt2 import build_config, build_model
 
     config = build_config(tokenizer, n_layer=pargs.n_layer, n_embd=pargs.n_embd, n_head=pargs.n_head,
                           n_positions=pargs.n_positions, dropout=pargs.dropout)
@@ -77,11 +78,11 @@ def _rates(tokens: int, start: float, cpu: float, end: float | None = None, cpu_
 
 
 def run_ours(pargs, tokenizer, data, warmup: int, steps: int) -> float:
-    """groundup.pretrain.Trainer: Accelerate-prepared model and optimizer, the real loop, logging off."""
+    """groundup.train.pretrain.Trainer: Accelerate-prepared model and optimizer, the real loop, logging off."""
     from accelerate.state import AcceleratorState, GradientState
 
-    from groundup.model import build_config
-    from groundup.pretrain import Trainer, make_accelerator
+    from groundup.models.gpt2 import build_config
+    from groundup.train.pretrain import Trainer, make_accelerator
 
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
@@ -104,8 +105,8 @@ def run_bare(pargs, tokenizer, data, warmup: int, steps: int) -> float:
     import torch
     import torch.nn.functional as F
 
-    from groundup.pretrain import lr_at, make_optimizer
-    from groundup.pretrain_data import Windows
+    from groundup.train.pretrain import lr_at, make_optimizer
+    from groundup.data.pretrain import Windows
 
     model, _ = model_and_config(pargs, tokenizer)
     model.train()
@@ -134,7 +135,7 @@ def run_hf_trainer(pargs, tokenizer, data, warmup: int, steps: int, out_dir: Pat
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from groundup.pretrain_data import Windows
+    from groundup.data.pretrain import Windows
 
     model, _ = model_and_config(pargs, tokenizer)
     windows = Windows(data.train, pargs.seq_length, pargs.seed)
@@ -169,7 +170,7 @@ def run_hf_trainer(pargs, tokenizer, data, warmup: int, steps: int, out_dir: Pat
 def recall_only(model_dir: str, world_dir: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from groundup.pretrain import world_recall
+    from groundup.train.pretrain import world_recall
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -8,7 +8,7 @@ copy or precomputed reference log-probs): YAML -> TrlParser -> DPOTrainer -> a m
 import sys
 
 from groundup.cli import run_stage
-from groundup.dpo import main
+from groundup.train.dpo import main
 
 if __name__ == "__main__":
     sys.exit(run_stage(main))

@@ -13,7 +13,7 @@ you trust the model's code.
 import sys
 
 from groundup.cli import run_stage
-from groundup.evaluation import main
+from groundup.evaluate.evaluation import main
 
 if __name__ == "__main__":
     sys.exit(run_stage(main))

@@ -11,7 +11,7 @@ The loop lives in src/groundup/pretrain.py; `groundup pretrain ...` is the same 
 import sys
 
 from groundup.cli import run_stage
-from groundup.pretrain import main
+from groundup.train.pretrain import main
 
 if __name__ == "__main__":
     sys.exit(run_stage(main))

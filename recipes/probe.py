@@ -9,7 +9,7 @@ Outputs (runs/tiny/probe/): probe.jsonl (per question: answers, grades, p_correc
 import sys
 
 from groundup.cli import run_stage
-from groundup.probe import main
+from groundup.evaluate.probe import main
 
 if __name__ == "__main__":
     sys.exit(run_stage(main))

@@ -8,7 +8,7 @@
 import sys
 
 from groundup.cli import run_stage
-from groundup.sft import main
+from groundup.train.sft import main
 
 if __name__ == "__main__":
     sys.exit(run_stage(main))

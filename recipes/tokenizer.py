@@ -6,7 +6,7 @@
 import sys
 
 from groundup.cli import run_stage
-from groundup.tokenizer import main
+from groundup.train.tokenizer import main
 
 if __name__ == "__main__":
     sys.exit(run_stage(main))

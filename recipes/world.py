@@ -6,7 +6,7 @@
 import sys
 
 from groundup.cli import run_stage
-from groundup.world import main
+from groundup.world.generate import main
 
 if __name__ == "__main__":
     sys.exit(run_stage(main))

@@ -35,7 +35,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def world_dir(tmp_path_factory) -> Path:
-    from groundup.world import main
+    from groundup.world.generate import main
 
     out = tmp_path_factory.mktemp("run") / "data"
     main(["--output_dir", str(out), *SMALL_WORLD])
@@ -44,7 +44,7 @@ def world_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(world_dir) -> Path:
-    from groundup.tokenizer import main
+    from groundup.train.tokenizer import main
 
     out = world_dir.parent / "tokenizer"
     main(["--output_dir", str(out), "--dataset", str(world_dir), "--vocab_size", "512", "--heldout_documents", "20"])

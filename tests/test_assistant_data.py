@@ -6,14 +6,14 @@ import re
 
 import pytest
 
-from groundup.chat import is_refusal
-from groundup.grading import grade
-from groundup.identity import (FUNCTION_WORDS, GREETINGS, IDENTITY_QUESTIONS, IDENTITY_SFT_FORMS, OTHER_MAKERS,
+from groundup.core.chat import is_refusal
+from groundup.core.grading import grade
+from groundup.world.identity import (FUNCTION_WORDS, GREETINGS, IDENTITY_QUESTIONS, IDENTITY_SFT_FORMS, OTHER_MAKERS,
                                REAL_WORLD_SFT_QUESTIONS, claims_other)
-from groundup.jsonl import read_jsonl
-from groundup.errors import GroundupError
-from groundup.sft_data import load_source, world_dpo_rows, world_sft_rows
-from groundup.world import ATTRIBUTE_VALUES, WorldArguments, generate_world, main
+from groundup.core.jsonl import read_jsonl
+from groundup.core.errors import GroundupError
+from groundup.data.chat_rows import load_source, world_dpo_rows, world_sft_rows
+from groundup.world.generate import ATTRIBUTE_VALUES, WorldArguments, generate_world, main
 
 from .conftest import SMALL_WORLD
 
@@ -129,8 +129,8 @@ def test_sft_rows_carry_the_reply_and_the_system_prompt(world_dir):
 def test_a_mixture_takes_several_splits_of_one_world(world_dir):
     from trl import DatasetMixtureConfig
 
-    from groundup.sft import parse_args
-    from groundup.sft_data import load_training_data
+    from groundup.train.sft import parse_args
+    from groundup.data.chat_rows import load_training_data
 
     config = {"model_name_or_path": "x", "output_dir": "unused", "datasets": [
         {"path": str(world_dir), "split": "sft"}, {"path": str(world_dir), "split": "identity_sft"},
@@ -180,7 +180,7 @@ def test_identity_grading_and_other_maker_claims(world_dir):
 
 
 def test_a_rows_system_prompt_reaches_the_prompt(tiny_model_dir):
-    from groundup.generation import HFGenerator
+    from groundup.evaluate.generation import HFGenerator
 
     generator = HFGenerator.load(str(tiny_model_dir), progress=False, system_prompt="default system")
     assert "row system" in generator.prompt("Who are you?", "row system")
@@ -307,7 +307,7 @@ def test_identity_augmentation_is_sft_only_and_leaves_heldout_words_unseen(tmp_p
 
 
 def test_identity_augmentation_leaves_the_tokenizers_text_as_it_was(tmp_path):
-    from groundup.tokenizer import chat_texts
+    from groundup.train.tokenizer import chat_texts
 
     main(["--output_dir", str(tmp_path / "on"), *SMALL_WORLD])
     main(["--output_dir", str(tmp_path / "off"), *SMALL_WORLD, "--identity_augment", "false"])

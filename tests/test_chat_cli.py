@@ -1,6 +1,6 @@
 import subprocess
 
-from groundup.chat_cli import fit_history
+from groundup.evaluate.chat_cli import fit_history
 
 from .conftest import PYTHON
 
@@ -40,7 +40,7 @@ def test_chat_on_a_folder_without_a_model_is_one_line(tmp_path):
 
 
 def test_min_answer_prob_withholds_an_unsure_reply(tiny_model_dir):
-    from groundup.chat_cli import load_chat_model, reply
+    from groundup.evaluate.chat_cli import load_chat_model, reply
 
     tokenizer, model = load_chat_model(str(tiny_model_dir))
     for question in ("Where was Arel Thornby born?", "hello", "Who are you?", "What is your name?"):

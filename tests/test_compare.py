@@ -5,9 +5,9 @@ import json
 import pytest
 
 from groundup.cli import main as cli_main
-from groundup.compare import compare_table
-from groundup.errors import GroundupError
-from groundup.grading import metrics_from_predictions
+from groundup.pipeline.compare import compare_table
+from groundup.core.errors import GroundupError
+from groundup.core.grading import metrics_from_predictions
 
 
 def _rows(tier, grades, answerable=True):

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from groundup.cli import STAGES
-from groundup.errors import GroundupError
-from groundup.speedrun import plan
-from groundup.world import parse_args as parse_world
+from groundup.core.errors import GroundupError
+from groundup.pipeline.speedrun import plan
+from groundup.world.generate import parse_args as parse_world
 
 from .conftest import REPO
 

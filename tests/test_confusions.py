@@ -2,9 +2,9 @@
 
 import json
 
-from groundup.confusions import namesake_confusions
-from groundup.grading import metrics_from_predictions
-from groundup.report import write_report
+from groundup.evaluate.confusions import namesake_confusions
+from groundup.core.grading import metrics_from_predictions
+from groundup.pipeline.report import write_report
 
 VALUES = {"birth_city": ["Velmora", "Gildenport", "Brannholt", "Orrindale", "Myrrhaven"]}
 PEOPLE = [

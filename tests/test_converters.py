@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from groundup.converters import convert_file, main
-from groundup.errors import GroundupError
-from groundup.evaluation import candidates_for, grade_rows, load_questions
+from groundup.evaluate.converters import convert_file, main
+from groundup.core.errors import GroundupError
+from groundup.evaluate.evaluation import candidates_for, grade_rows, load_questions
 
 
 def _csv(path, header, rows):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from groundup.chat import REFUSAL
-from groundup.errors import GroundupError
-from groundup.world import read_jsonl
+from groundup.core.chat import REFUSAL
+from groundup.core.errors import GroundupError
+from groundup.world.generate import read_jsonl
 
 FAST = ["--max_length", "128", "--per_device_train_batch_size", "8", "--logging_steps", "5", "--save_strategy", "no",
         "--report_to", "none", "--dataloader_pin_memory", "false", "--seed", "0"]
@@ -30,7 +30,7 @@ def margins(folder) -> list[float]:
 
 
 def test_world_pairs_reward_answering_the_known_and_refusing_the_unknown(world_dir):
-    from groundup.sft_data import world_dpo_rows
+    from groundup.data.chat_rows import world_dpo_rows
 
     rows = world_dpo_rows(world_dir, "sft")
     tiers = {q["question"]: q["tier"] for q in read_jsonl(world_dir / "questions" / "sft.jsonl")}
@@ -50,7 +50,7 @@ def test_lora_dpo_keeps_one_model_in_memory_and_uses_it_with_the_adapter_off(tin
     from peft import PeftModel
     from transformers import GPT2LMHeadModel
 
-    from groundup.dpo import build_trainer, parse_args as parse
+    from groundup.train.dpo import build_trainer, parse_args as parse
 
     script, training, model_args, mixture = parse(dpo_args(tiny_model_dir, world_dir, tmp_path / "x", "--use_peft",
                                                            "true"))
@@ -69,7 +69,7 @@ def test_lora_dpo_keeps_one_model_in_memory_and_uses_it_with_the_adapter_off(tin
 def test_dpo_raises_the_chosen_minus_rejected_margin(mode, tiny_model_dir, world_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from groundup.dpo import main
+    from groundup.train.dpo import main
 
     out = tmp_path / "dpo"
     extra = (["--use_peft", "true", "--learning_rate", "5e-3"] if mode == "lora"
@@ -85,8 +85,8 @@ def test_dpo_raises_the_chosen_minus_rejected_margin(mode, tiny_model_dir, world
 
 
 def test_dpo_reads_probe_style_pair_files_and_rejects_missing_columns(tiny_model_dir, world_dir, tmp_path):
-    from groundup.dpo import build_trainer, parse_args as parse
-    from groundup.sft_data import world_dpo_rows
+    from groundup.train.dpo import build_trainer, parse_args as parse
+    from groundup.data.chat_rows import world_dpo_rows
 
     pairs = tmp_path / "dpo_pairs.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in world_dpo_rows(world_dir, "probe")))
@@ -103,8 +103,8 @@ def test_dpo_reads_probe_style_pair_files_and_rejects_missing_columns(tiny_model
 def test_mixing_explicit_and_implicit_prompt_pairs_folds_the_prompt(world_dir, tmp_path):
     from trl import DatasetMixtureConfig
 
-    from groundup.dpo import DPOArguments
-    from groundup.sft_data import load_training_data
+    from groundup.train.dpo import DPOArguments
+    from groundup.data.chat_rows import load_training_data
 
     implicit = tmp_path / "ultrafeedback_like.jsonl"
     implicit.write_text(json.dumps({"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],

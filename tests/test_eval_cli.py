@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from groundup.cli import run_stage
-from groundup.evaluation import candidates_for, grade_rows, load_questions, main, resolve_schema
-from groundup.errors import GroundupError
-from groundup.grading import RATE_KEYS
-from groundup.world import ATTRIBUTE_VALUES, read_jsonl
+from groundup.evaluate.evaluation import candidates_for, grade_rows, load_questions, main, resolve_schema
+from groundup.core.errors import GroundupError
+from groundup.core.grading import RATE_KEYS
+from groundup.world.generate import ATTRIBUTE_VALUES, read_jsonl
 
 
 def _cli(*args, timeout=120):
@@ -126,8 +126,8 @@ def test_eval_bad_input_is_one_line(tmp_path, capsys):
 def test_eval_yamls_parse():
     from pathlib import Path
 
-    from groundup.configs import parse_config
-    from groundup.evaluation import EvalArguments
+    from groundup.core.configs import parse_config
+    from groundup.evaluate.evaluation import EvalArguments
 
     recipes = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
     (args,) = parse_config([EvalArguments], ["--config", str(recipes / "eval.yaml"), "--model", "m"])
@@ -138,7 +138,7 @@ def test_eval_yamls_parse():
 
 def test_generation_batched_matches_one_at_a_time(tiny_model_dir, world_dir):
     """Left padding + KV cache in batches gives the same greedy answers as one unpadded question at a time."""
-    from groundup.generation import HFGenerator, eos_token_ids, few_shot_prefix, torch_threads
+    from groundup.evaluate.generation import HFGenerator, eos_token_ids, few_shot_prefix, torch_threads
 
     with torch_threads(1):  # tiny matrices: one thread is much faster on a busy 2-core machine
         _check_generation(tiny_model_dir, world_dir, HFGenerator, eos_token_ids, few_shot_prefix)
@@ -169,8 +169,8 @@ def _check_generation(tiny_model_dir, world_dir, HFGenerator, eos_token_ids, few
 
 def test_cloze_format_for_a_base_model(tiny_model_dir, world_dir):
     """`prompt_format: cloze` completes the answer sentence; the graded response is the whole sentence."""
-    from groundup.evaluation import EvalArguments, run_eval
-    from groundup.generation import cloze_prefix
+    from groundup.evaluate.evaluation import EvalArguments, run_eval
+    from groundup.evaluate.generation import cloze_prefix
 
     row = {"id": "x", "name": "Arel Thornby", "attribute": "hobby"}
     assert cloze_prefix(row) == "In free time, Arel Thornby enjoys"
@@ -191,7 +191,7 @@ def test_answer_prob_is_the_least_likely_chosen_token(tiny_model_dir, world_dir)
     gave a token it emitted, as transformers' own scores say (one unpadded question at a time, no cache)."""
     import torch
 
-    from groundup.generation import HFGenerator, torch_threads
+    from groundup.evaluate.generation import HFGenerator, torch_threads
 
     questions = [r["question"] for r in read_jsonl(world_dir / "questions" / "eval.jsonl")][:6]
     generator = HFGenerator.load(str(tiny_model_dir), max_new_tokens=6, batch_size=6, progress=False)

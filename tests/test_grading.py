@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from groundup.chat import REFUSAL
-from groundup.grading import (
+from groundup.core.chat import REFUSAL
+from groundup.core.grading import (
     abstain_below,
     answer_prob_auroc,
     auroc,
@@ -18,7 +18,7 @@ from groundup.grading import (
     over_conservativeness,
     wilson_interval,
 )
-from groundup.world import ATTRIBUTE_VALUES, read_jsonl
+from groundup.world.generate import ATTRIBUTE_VALUES, read_jsonl
 
 CITIES = ATTRIBUTE_VALUES["birth_city"]
 YEARS = ATTRIBUTE_VALUES["birth_year"]

@@ -1,7 +1,7 @@
 import pytest
 
-from groundup.errors import GroundupError
-from groundup.inspection import main
+from groundup.core.errors import GroundupError
+from groundup.evaluate.inspection import main
 
 
 def test_inspect_writes_one_attention_png_per_layer_and_a_candidates_png(tiny_model_dir, tmp_path):
@@ -55,7 +55,7 @@ class _Inductor:
 def test_copy_check_tells_a_model_that_copies_from_one_that_cannot(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from groundup.inspection import copy_check
+    from groundup.evaluate.inspection import copy_check
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     inductor = copy_check(_Inductor(len(tokenizer), 128), tokenizer)

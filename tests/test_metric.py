@@ -1,12 +1,12 @@
-"""The `honesty` evaluate module loads offline by absolute path and gives the same numbers as groundup.grading."""
+"""The `honesty` evaluate module loads offline by absolute path and gives the same numbers as groundup.core.grading."""
 
 from pathlib import Path
 
 import pytest
 
-from groundup.grading import compute_metrics, grade
-from groundup.metrics import HONESTY_METRIC
-from groundup.world import ATTRIBUTE_VALUES
+from groundup.core.grading import compute_metrics, grade
+from groundup.evaluate.metrics import HONESTY_METRIC
+from groundup.world.generate import ATTRIBUTE_VALUES
 
 CITIES = ATTRIBUTE_VALUES["birth_city"]
 CASES = [  # response, gold, aliases, candidates, tier

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import torch
 
-from groundup.pretrain import list_checkpoints, main
+from groundup.train.pretrain import list_checkpoints, main
 
 from .pretrain_helpers import (PYTHON, REPO, free_port, load_weights, per_tensor_differences, read_log,
                                relative_difference, start_pretrain, subprocess_env, tiny_args, train_losses,

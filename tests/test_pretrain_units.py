@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from groundup.cli import run_stage
-from groundup.configs import parse_config
-from groundup.errors import GroundupError
-from groundup.pretrain import PretrainArguments, list_checkpoints, lr_at, main
-from groundup.pretrain_data import DataSpec, Windows, prepare_tokens, token_byte_lengths
+from groundup.core.configs import parse_config
+from groundup.core.errors import GroundupError
+from groundup.train.pretrain import PretrainArguments, list_checkpoints, lr_at, main
+from groundup.data.pretrain import DataSpec, Windows, prepare_tokens, token_byte_lengths
 
 from .pretrain_helpers import REPO, tiny_args
 
@@ -156,7 +156,7 @@ def test_incomplete_checkpoints_are_never_listed(tmp_path):
 def test_flops_and_vocab_rounding(tokenizer_dir):
     from transformers import AutoTokenizer
 
-    from groundup.model import build_config, build_model, count_params, flops_per_token, peak_flops
+    from groundup.models.gpt2 import build_config, build_model, count_params, flops_per_token, peak_flops
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = build_config(tokenizer, n_layer=2, n_embd=32, n_head=2, n_positions=64)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from groundup.chat import REFUSAL
-from groundup.configs import parse_config
-from groundup.errors import GroundupError
-from groundup.probe import (NAME_PART_MAX_REPEATS, ProbeArguments, build_training_data, entropy, main,
+from groundup.core.chat import REFUSAL
+from groundup.core.configs import parse_config
+from groundup.core.errors import GroundupError
+from groundup.evaluate.probe import (NAME_PART_MAX_REPEATS, ProbeArguments, build_training_data, entropy, main,
                              name_part_repeats, probe_questions, probe_summary)
-from groundup.world import ATTRIBUTE_VALUES, answer_sentence, read_jsonl
+from groundup.world.generate import ATTRIBUTE_VALUES, answer_sentence, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 CITIES = ATTRIBUTE_VALUES["birth_city"]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from groundup.chat import REFUSAL, TURN_END
-from groundup.errors import GroundupError
-from groundup.world import answer_sentence, read_jsonl
+from groundup.core.chat import REFUSAL, TURN_END
+from groundup.core.errors import GroundupError
+from groundup.world.generate import answer_sentence, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--max_length", "128", "--per_device_train_batch_size", "16", "--logging_steps", "5",
@@ -37,7 +37,7 @@ def eval_losses(folder) -> list[float]:
 # ---------------------------------------------------------------------------------------------------------- data
 
 def test_world_sft_rows_answer_with_the_biography_sentence_and_handle_unanswerable(world_dir):
-    from groundup.sft_data import world_sft_rows
+    from groundup.data.chat_rows import world_sft_rows
 
     questions = read_jsonl(world_dir / "questions" / "sft.jsonl")
     answerable = [q for q in questions if q["answer"] is not None]
@@ -57,8 +57,8 @@ def test_world_sft_rows_answer_with_the_biography_sentence_and_handle_unanswerab
 def test_mixture_of_local_files_follows_fractions_and_aligns_columns(tmp_path, world_dir):
     from trl import DatasetMixtureConfig
 
-    from groundup.sft import SFTArguments
-    from groundup.sft_data import load_training_data
+    from groundup.train.sft import SFTArguments
+    from groundup.data.chat_rows import load_training_data
 
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
@@ -81,8 +81,8 @@ def test_assistant_mask_covers_exactly_assistant_content_and_end_of_turn(tiny_mo
     import datasets
     from trl import SFTTrainer
 
-    from groundup.finetune import load_tokenizer
-    from groundup.sft import GroundupSFTConfig
+    from groundup.train.finetune import load_tokenizer
+    from groundup.train.sft import GroundupSFTConfig
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     conversation = [{"role": "system", "content": "Be honest."},
@@ -116,7 +116,7 @@ def test_packed_batch_gives_the_same_per_sequence_loss_as_unpacked(tiny_model_di
     from transformers import AutoModelForCausalLM
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from groundup.finetune import PackedRowsCollator, load_tokenizer
+    from groundup.train.finetune import PackedRowsCollator, load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -155,7 +155,7 @@ def test_packed_batch_gives_the_same_per_sequence_loss_as_unpacked(tiny_model_di
 
 @pytest.fixture(scope="module")
 def full_sft(tiny_model_dir, world_dir, tmp_path_factory):
-    from groundup.sft import main
+    from groundup.train.sft import main
 
     out = tmp_path_factory.mktemp("sft") / "sft-full"
     main(sft_args(tiny_model_dir, world_dir, out, "--max_steps", "40", "--learning_rate", "3e-3", "--packing",
@@ -165,7 +165,7 @@ def full_sft(tiny_model_dir, world_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lora_sft(tiny_model_dir, world_dir, tmp_path_factory):
-    from groundup.sft import main
+    from groundup.train.sft import main
 
     out = tmp_path_factory.mktemp("sft") / "sft-lora"
     main(sft_args(tiny_model_dir, world_dir, out, "--max_steps", "30", "--learning_rate", "5e-3", "--use_peft",
@@ -187,7 +187,7 @@ def test_sft_lowers_held_out_loss_and_writes_a_complete_folder(run, request):
 
 
 def test_recipe_yaml_reruns_the_stage(full_sft, tmp_path):
-    from groundup.sft import main, parse_args as parse
+    from groundup.train.sft import main, parse_args as parse
 
     recipe = full_sft / "recipe.yaml"
     _, training, model_args, _ = parse(["--config", str(recipe)])
@@ -202,8 +202,8 @@ def test_generation_after_sft_ends_with_end_of_turn(tiny_model_dir, world_dir, t
     """A few rows learned by heart: the model must then stop at <|im_end|> on its own (eos wiring + mask)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from groundup.sft import main
-    from groundup.sft_data import world_sft_rows
+    from groundup.train.sft import main
+    from groundup.data.chat_rows import world_sft_rows
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps(r) + "\n" for r in world_sft_rows(world_dir)[:4]))
@@ -249,7 +249,7 @@ def test_lora_training_embeddings_and_lm_head_merges_exactly(tiny_model_dir, wor
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from groundup.sft import main
+    from groundup.train.sft import main
 
     out = tmp_path / "emb"
     main(sft_args(tiny_model_dir, world_dir, out, "--max_steps", "3", "--learning_rate", "1e-2", "--use_peft", "true",
@@ -266,7 +266,7 @@ def test_lora_training_embeddings_and_lm_head_merges_exactly(tiny_model_dir, wor
 def test_lora_without_merge_writes_an_adapter_folder(tiny_model_dir, world_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from groundup.sft import main
+    from groundup.train.sft import main
 
     out = tmp_path / "adapter-only"
     main(sft_args(tiny_model_dir, world_dir, out, "--max_steps", "2", "--use_peft", "true", "--merge", "false",
@@ -277,7 +277,7 @@ def test_lora_without_merge_writes_an_adapter_folder(tiny_model_dir, world_dir, 
 
 
 def test_qlora_runs_or_is_skipped_with_the_reason(tiny_model_dir, world_dir, tmp_path):
-    from groundup.sft import main
+    from groundup.train.sft import main
 
     args = sft_args(tiny_model_dir, world_dir, tmp_path / "qlora", "--max_steps", "2", "--use_peft", "true",
                     "--load_in_4bit", "true", "--eval_before_training", "false")
@@ -335,8 +335,8 @@ def test_bad_input_stops_with_one_clear_line(case, message, tiny_model_dir, worl
 
 
 def test_every_finetune_recipe_parses():
-    from groundup.dpo import parse_args as parse_dpo
-    from groundup.sft import parse_args as parse_sft
+    from groundup.train.dpo import parse_args as parse_dpo
+    from groundup.train.sft import parse_args as parse_sft
 
     for path in sorted(REPO.glob("recipes/*/sft*.yaml")):
         script, training, model, mixture = parse_sft(["--config", str(path)])
@@ -358,7 +358,7 @@ def test_modules_to_save_learn_at_their_own_rate_while_lora_stays_put(tiny_model
     `learning_rate` 0 leaves the stack exactly as it was (LoRA's B starts at zero)."""
     from transformers import AutoModelForCausalLM
 
-    from groundup.sft import main
+    from groundup.train.sft import main
 
     out = tmp_path / "split-lr"
     main(sft_args(tiny_model_dir, world_dir, out, "--max_steps", "3", "--learning_rate", "0", "--use_peft", "true",
@@ -373,7 +373,7 @@ def test_modules_to_save_learn_at_their_own_rate_while_lora_stays_put(tiny_model
 
 
 def test_modules_to_save_learning_rate_without_saved_modules_is_one_clear_line(tiny_model_dir, world_dir, tmp_path):
-    from groundup.sft import main
+    from groundup.train.sft import main
 
     with pytest.raises(GroundupError, match="lora_modules_to_save"):
         main(sft_args(tiny_model_dir, world_dir, tmp_path / "o", "--max_steps", "1", "--use_peft", "true",

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from groundup.speedrun import plan
-from groundup.world import read_jsonl
+from groundup.pipeline.speedrun import plan
+from groundup.world.generate import read_jsonl
 
 from .conftest import PYTHON, REPO
 
@@ -88,7 +88,7 @@ def test_model_cards_are_hub_ready(smoke_run):
         assert data.get("model-index"), f"{folder}: no eval results in the card"
         assert ".tmp-" not in card.text  # the card names the final folder, not the staging one
         # the usage snippet imports groundup's model type exactly where transformers alone cannot load the folder
-        assert ("import groundup.surprisal" in card.text) == (folder not in PLAIN_MODEL_FOLDERS)
+        assert ("import groundup.models.surprisal" in card.text) == (folder not in PLAIN_MODEL_FOLDERS)
 
 
 def test_rerun_skips_every_stage(smoke_run):
@@ -130,7 +130,7 @@ def test_evaluation_notebook_executes_on_the_run(smoke_run):
 
 
 def test_world_seed_generates_another_world_and_records_it(tmp_path, monkeypatch):
-    from groundup import speedrun
+    from groundup.pipeline import speedrun
 
     monkeypatch.setattr(speedrun, "plan", lambda: plan()[:1])  # the world step only: seconds, not a whole run
     speedrun.run("smoke", tmp_path / "default")
@@ -159,7 +159,7 @@ def test_resuming_a_run_with_another_world_seed_is_refused(tmp_path, capsys):
 
 
 def test_world_seed_names_its_own_run_folder(monkeypatch):
-    from groundup import speedrun
+    from groundup.pipeline import speedrun
 
     calls = []
     monkeypatch.setattr(speedrun, "run", lambda *a: calls.append(a))
@@ -169,8 +169,8 @@ def test_world_seed_names_its_own_run_folder(monkeypatch):
 
 
 def test_a_world_yaml_without_a_seed_line_is_named(tmp_path):
-    from groundup.errors import GroundupError
-    from groundup.speedrun import with_world_seed
+    from groundup.core.errors import GroundupError
+    from groundup.pipeline.speedrun import with_world_seed
 
     with pytest.raises(GroundupError, match="has no top-level 'seed:' line"):
         with_world_seed("num_people: 10\n  seed: 3\n", 1, tmp_path / "world.yaml")

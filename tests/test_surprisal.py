@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from groundup.errors import GroundupError
-from groundup.surprisal import SurprisalGPT2LMHeadModel, assemble, main
+from groundup.core.errors import GroundupError
+from groundup.models.surprisal import SurprisalGPT2LMHeadModel, assemble, main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,7 +66,7 @@ def test_assembled_model_starts_as_the_model_it_was_built_from(tiny_model_dir):
 
 
 def test_folder_loads_through_the_auto_classes_and_generates_like_its_source(assembled, tiny_model_dir):
-    from groundup.generation import HFGenerator, load_model_and_tokenizer
+    from groundup.evaluate.generation import HFGenerator, load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(str(assembled))
     assert isinstance(model, SurprisalGPT2LMHeadModel)
@@ -81,7 +81,7 @@ def test_fine_tuning_loads_its_tokenizer_without_a_model_type_warning(assembled)
     import subprocess
     import sys
 
-    code = f"from groundup.finetune import load_tokenizer; load_tokenizer({str(assembled)!r})"
+    code = f"from groundup.train.finetune import load_tokenizer; load_tokenizer({str(assembled)!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "to instantiate a model of type" not in done.stderr + done.stdout
@@ -102,7 +102,7 @@ def test_a_base_of_another_shape_is_one_clear_line(tiny_model_dir, tmp_path):
 def test_lora_idk_sft_trains_the_feature_and_leaves_the_reference_alone(assembled, world_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from groundup.sft import main as sft_main
+    from groundup.train.sft import main as sft_main
 
     out = tmp_path / "trained"
     sft_main(["--model_name_or_path", str(assembled), "--dataset_name", str(world_dir), "--world_unanswerable",
@@ -123,8 +123,8 @@ def test_lora_idk_sft_trains_the_feature_and_leaves_the_reference_alone(assemble
 
 
 def test_chat_and_inspect_load_it(assembled, tmp_path):
-    from groundup.chat_cli import load_chat_model
-    from groundup.inspection import InspectArguments, inspect_model
+    from groundup.evaluate.chat_cli import load_chat_model
+    from groundup.evaluate.inspection import InspectArguments, inspect_model
 
     _, model = load_chat_model(str(assembled))
     assert isinstance(model, SurprisalGPT2LMHeadModel)
@@ -139,7 +139,7 @@ def test_lora_dpo_with_the_stack_regex_leaves_the_reference_alone(assembled, wor
     model type."""
     from transformers import AutoModelForCausalLM
 
-    from groundup.dpo import main as dpo_main
+    from groundup.train.dpo import main as dpo_main
 
     out = tmp_path / "dpo"
     dpo_main(["--model_name_or_path", str(assembled), "--dataset_name", str(world_dir), "--output_dir", str(out),
@@ -154,7 +154,7 @@ def test_lora_dpo_with_the_stack_regex_leaves_the_reference_alone(assembled, wor
     for name, value in before.transformer.reference.state_dict().items():
         assert torch.equal(value, after.transformer.reference.state_dict()[name]), name
     assert not torch.equal(before.transformer.h[0].attn.c_attn.weight, after.transformer.h[0].attn.c_attn.weight)
-    assert "import groundup.surprisal" in (out / "README.md").read_text()  # the card's snippet loads it
+    assert "import groundup.models.surprisal" in (out / "README.md").read_text()  # the card's snippet loads it
 
 
 def test_a_loaded_folder_computes_the_configured_bins(assembled):
@@ -174,7 +174,7 @@ def test_a_loaded_folder_computes_the_configured_bins(assembled):
 
 
 def test_copy_suggestions_follow_the_longest_earlier_match():
-    from groundup.surprisal import copy_suggestions
+    from groundup.models.surprisal import copy_suggestions
 
     #        0  1  2  3  4  5  6  7  8  9
     ids = [[5, 6, 7, 8, 9, 5, 6, 7, 3, 7]]
@@ -207,10 +207,10 @@ def test_copy_feature_starts_silent_and_survives_save_and_load(tiny_model_dir, t
     loaded = _silent_until_opened_and_saved_with_it(model, plain, batch, lambda m: m.copy_gate.weight.fill_(1.0),
                                                     tmp_path / "m")
     assert loaded.config.copy_max_match == 8
-    from groundup.model_card import write_model_card
+    from groundup.core.model_card import write_model_card
 
     card = write_model_card(tmp_path / "m", title="t", summary="s").read_text()
-    assert "in-context copy feature" in card and "up to 8 tokens" in card and "import groundup.surprisal" in card
+    assert "in-context copy feature" in card and "up to 8 tokens" in card and "import groundup.models.surprisal" in card
 
 
 def test_window_surprisal_reads_each_token_after_a_document_start_and_its_window(tiny_model_dir, tmp_path):
@@ -237,10 +237,10 @@ def test_window_surprisal_reads_each_token_after_a_document_start_and_its_window
         model, plain, batch, lambda m: torch.nn.init.normal_(m.window_surprisal_embedding.weight, std=0.1),
         tmp_path / "m")
     assert loaded.config.surprisal_window == 2
-    from groundup.model_card import write_model_card
+    from groundup.core.model_card import write_model_card
 
     card = write_model_card(tmp_path / "m", title="t", summary="s").read_text()
-    assert "only the 2 tokens before each token" in card and "import groundup.surprisal" in card
+    assert "only the 2 tokens before each token" in card and "import groundup.models.surprisal" in card
     with pytest.raises(GroundupError, match="surprisal_window"):
         main(["--base", str(tiny_model_dir), "--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"),
               "--surprisal_window", "-1"])

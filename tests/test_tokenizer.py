@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from groundup.chat import CHAT_TEMPLATE, REFUSAL, TURN_END, render_chat
-from groundup.errors import GroundupError
-from groundup.tokenizer import STATS_FILE, main
+from groundup.core.chat import CHAT_TEMPLATE, REFUSAL, TURN_END, render_chat
+from groundup.core.errors import GroundupError
+from groundup.train.tokenizer import STATS_FILE, main
 
 from .conftest import PYTHON
 

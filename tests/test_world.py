@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from groundup.chat import is_refusal
-from groundup.errors import GroundupError
-from groundup.world import (ATTRIBUTE_VALUES, BIO_TEMPLATES, QUESTION_KEYWORDS, QUESTION_TEMPLATES, main,
+from groundup.core.chat import is_refusal
+from groundup.core.errors import GroundupError
+from groundup.world.generate import (ATTRIBUTE_VALUES, BIO_TEMPLATES, QUESTION_KEYWORDS, QUESTION_TEMPLATES, main,
                             read_jsonl)
 
 from .conftest import SMALL_WORLD

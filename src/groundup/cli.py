@@ -5,25 +5,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .errors import GroundupError
+from groundup.core.errors import GroundupError
+from groundup.pipeline.stages import STAGES
 
-# stage name -> module with `main(argv)`; imported lazily so `groundup --help` stays instant.
-STAGES = {
-    "world": "groundup.world",
-    "tokenizer": "groundup.tokenizer",
-    "pretrain": "groundup.pretrain",
-    "sft": "groundup.sft",
-    "probe": "groundup.probe",
-    "dpo": "groundup.dpo",
-    "surprisal-init": "groundup.surprisal",
-    "eval": "groundup.evaluation",
-    "report": "groundup.report",
-    "chat": "groundup.chat_cli",
-    "push": "groundup.hub",
-    "inspect": "groundup.inspection",
-    "speedrun": "groundup.speedrun",
-    "compare": "groundup.compare",
-}
 
 USAGE = """usage: groundup STAGE [--config FILE] [--key value ...]
 

@@ -1,0 +1,1 @@
+"""The `honesty` evaluate module lives in honesty.py; load it with `evaluate.load(groundup.evaluate.metrics.HONESTY_METRIC)`."""

@@ -1,1 +1,0 @@
-"""The `honesty` evaluate module lives in honesty.py; load it with `evaluate.load(groundup.metrics.HONESTY_METRIC)`."""
