@@ -14,7 +14,7 @@ $(BIN)/groundup: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned, so the package's torch range is already met and pip fetches no CUDA build
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,track]"
 	touch $(BIN)/groundup
 
 install: $(BIN)/groundup
@@ -27,7 +27,9 @@ seeds: demo
 	for seed in 1 2; do $(BIN)/groundup speedrun --preset tiny --world-seed $$seed || exit 1; done
 	$(BIN)/groundup compare $(RUN_DIR) runs/tiny-seed1 runs/tiny-seed2 --output runs/compare.md
 
+# The layering contract first (pyproject's [tool.importlinter]: lower layers never import higher ones), then the suite.
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -3,6 +3,8 @@ copy or precomputed reference log-probs): YAML -> TrlParser -> DPOTrainer -> a m
 
     accelerate launch recipes/dpo.py --config recipes/tiny/dpo.yaml [--key value ...]
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/dpo.py --config recipes/gpt2-124m/dpo.yaml
+each with the run's paths as flags (--model_name_or_path, --datasets, --output_dir; the YAMLs hold settings only):
+`groundup speedrun --preset tiny --dry-run` prints each step's full command.
 """
 
 import sys

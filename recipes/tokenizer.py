@@ -1,6 +1,7 @@
 """Train the byte-level BPE tokenizer with chat special tokens and a ChatML template.
 
-    python recipes/tokenizer.py --config recipes/tiny/tokenizer.yaml [--vocab_size 4096]
+    python recipes/tokenizer.py --config recipes/tiny/tokenizer.yaml --dataset runs/tiny/data \
+        --output_dir runs/tiny/tokenizer [--vocab_size 4096]
 """
 
 import sys

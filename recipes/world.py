@@ -1,6 +1,6 @@
 """Generate the fictional world: people, pretraining corpus, question files.
 
-    python recipes/world.py --config recipes/tiny/world.yaml [--seed 1 --output_dir runs/seed1/data]
+    python recipes/world.py --config recipes/tiny/world.yaml --output_dir runs/tiny/data [--seed 1]
 """
 
 import sys

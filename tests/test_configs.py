@@ -1,4 +1,5 @@
-"""Every YAML under recipes/ parses into its stage's dataclasses; CLI flags override YAML; bad keys are named."""
+"""Every YAML under recipes/ parses into its stage's dataclasses; CLI flags override YAML; bad keys are named.
+Every preset's pipeline.yaml is a sound DAG over settings-only YAMLs."""
 
 import importlib
 from pathlib import Path
@@ -8,34 +9,52 @@ import yaml
 
 from groundup.cli import STAGES
 from groundup.core.errors import GroundupError
-from groundup.pipeline.speedrun import plan
+from groundup.pipeline.speedrun import PIPELINE_FILE, input_paths, plan, write_config
 from groundup.world.generate import parse_args as parse_world
 
 from .conftest import REPO
 
-CONFIG_STAGE = {step.config: step.stage for step in plan()}
-# Flags the speedrun passes on the command line rather than in the YAML (per-arm paths).
-RUNTIME_FLAGS = {"eval": ["--model", "some/model", "--questions", "q.jsonl", "--output_dir", "out"]}
-YAMLS = sorted((REPO / "recipes").glob("*/*.yaml"))
+PRESETS = ("tiny", "smoke", "gpt2-124m")
+STEPS = {preset: plan(preset) for preset in PRESETS}
+YAMLS = sorted(p for p in (REPO / "recipes").glob("*/*.yaml") if p.name != PIPELINE_FILE)
 
 
-def test_every_preset_folder_has_a_yaml_per_speedrun_stage():
-    for preset in ("tiny", "smoke", "gpt2-124m"):
-        missing = [c for c in CONFIG_STAGE if not (REPO / "recipes" / preset / c).is_file()]
-        assert not missing, f"recipes/{preset} lacks {missing}"
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_pipeline_is_a_dag_over_existing_settings(preset):
+    """Each step's settings YAML exists, and each input is what an earlier step wrote (its output or a file in it:
+    the world's data/ folder, the probe's files) or, for the report, the whole run folder."""
+    folder = REPO / "recipes" / preset
+    steps = STEPS[preset]
+    assert {s.stage for s in steps} == {"world", "tokenizer", "pretrain", "sft", "probe", "surprisal-init", "dpo",
+                                        "eval", "report"}
+    assert len({s.name for s in steps}) == len(steps) and steps[0].output == "data" and steps[-1].name == "report"
+    for index, step in enumerate(steps):
+        assert (folder / step.config).is_file(), f"{preset}/{step.name}: no {step.config}"
+        earlier = [Path(s.output) for s in steps[:index]]
+        for key, path in input_paths(step):
+            assert (path == "." and step.stage == "report") or any(
+                Path(path) == out or out in Path(path).parents for out in earlier), f"{preset}/{step.name}: {key}"
+    # the settings are settings only: no run path, and no key the pipeline fills in
+    for step in steps:
+        settings = yaml.safe_load((folder / step.config).read_text())
+        filled = {k for k, v in step.inputs.items() if not isinstance(v, list)} | {step.output_key}
+        assert not filled & set(settings), f"{preset}/{step.config} sets {filled & set(settings)}"
+        assert "runs/" not in yaml.safe_dump(settings), f"{preset}/{step.config} names a run path"
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_recipe_yaml_parses_into_its_stage_dataclasses(path: Path):
+def test_every_recipe_yaml_parses_into_its_stage_dataclasses(path: Path, tmp_path):
+    """Each settings YAML, with its step's run paths filled in (the config the speedrun writes), parses into its
+    stage's dataclasses and every key reaches one."""
     assert isinstance(yaml.safe_load(path.read_text()), dict)
-    stage = CONFIG_STAGE.get(path.name)
-    assert stage is not None, f"{path.name} does not belong to any stage"
-    module = importlib.import_module(STAGES[stage])
-    parsed = module.parse_args(["--config", str(path), *RUNTIME_FLAGS.get(stage, [])])
+    steps = [s for s in STEPS.get(path.parent.name, []) if s.config == path.name]
+    assert steps, f"{path.name} is no step's settings in recipes/{path.parent.name}/{PIPELINE_FILE}"
+    config = write_config(steps[0], path.parent, tmp_path / "run")
+    module = importlib.import_module(STAGES[steps[0].stage])
+    parsed = module.parse_args(["--config", str(config)])
     assert parsed and all(p is not None for p in parsed)
-    # every key of the YAML reached some dataclass with the YAML's value
     fields = {k: v for p in parsed for k, v in vars(p).items()}
-    for key, value in yaml.safe_load(path.read_text()).items():
+    for key in yaml.safe_load(config.read_text()):
         assert key in fields, f"{path}: {key} not parsed"
 
 

@@ -133,7 +133,7 @@ def test_eval_yamls_parse():
     (args,) = parse_config([EvalArguments], ["--config", str(recipes / "eval.yaml"), "--model", "m"])
     assert args.prompt_format == "chat" and not args.do_sample and args.model == "m"
     (args,) = parse_config([EvalArguments], ["--config", str(recipes / "eval_base.yaml")])
-    assert args.prompt_format == "few_shot" and args.few_shot_file.endswith("sft.jsonl")
+    assert args.prompt_format == "few_shot" and args.few_shot_file is None  # a path: the preset's pipeline.yaml gives it
 
 
 def test_generation_batched_matches_one_at_a_time(tiny_model_dir, world_dir):
@@ -158,20 +158,28 @@ def _check_generation(tiny_model_dir, world_dir, HFGenerator, eos_token_ids, few
     with pytest.raises(ValueError, match="greedy"):
         generator.generate(questions[:1], num_samples=2)
 
+    from groundup.data.schema import find_schema
+
     rows = read_jsonl(world_dir / "questions" / "sft.jsonl")
-    prefix = few_shot_prefix(rows, 3, exclude_names={rows[0]["name"]})
+    prefix = few_shot_prefix(rows, 3, exclude_names={rows[0]["name"]}, schema=find_schema(world_dir))
     assert prefix.count("Q: ") == 3 and prefix.endswith("\n\n") and rows[0]["name"] not in prefix
     assert " was born in the " in prefix or " works as a " in prefix or " is employed by " in prefix \
         or "In free time" in prefix
+    # without a schema the examples answer with the gold value itself
+    plain = few_shot_prefix(rows, 3, exclude_names={rows[0]["name"]})
+    golds = {r["answer"] for r in rows}
+    assert plain.count("Q: ") == 3 and all(line[3:] in golds for line in plain.splitlines() if line.startswith("A: "))
     with pytest.raises(GroundupError, match="wanted 99"):
         few_shot_prefix(rows[:5], 99)
 
 
 def test_cloze_format_for_a_base_model(tiny_model_dir, world_dir):
     """`prompt_format: cloze` completes the answer sentence; the graded response is the whole sentence."""
+    from groundup.data.schema import Schema, find_schema
     from groundup.evaluate.evaluation import EvalArguments, run_eval
-    from groundup.evaluate.generation import cloze_prefix
+    from groundup.world.generate import schema
 
+    cloze_prefix = Schema.from_dict(schema()).cloze_prefix
     row = {"id": "x", "name": "Arel Thornby", "attribute": "hobby"}
     assert cloze_prefix(row) == "In free time, Arel Thornby enjoys"
     assert cloze_prefix({**row, "attribute": "birth_city"}) == "Arel Thornby was born in the city of"
@@ -183,7 +191,9 @@ def test_cloze_format_for_a_base_model(tiny_model_dir, world_dir):
     metrics, predictions = run_eval(args)
     assert metrics["generation"]["prompt_format"] == "cloze" and len(predictions) == 6
     for p in predictions:
-        assert p["response"] == "" or p["response"].startswith(cloze_prefix(p))
+        assert p["response"] == "" or p["response"].startswith(find_schema(world_dir).cloze_prefix(p))
+    with pytest.raises(GroundupError, match="cloze needs the answer sentences"):
+        run_eval(EvalArguments(**{**vars(args), "schema": "none"}))
 
 
 def test_answer_prob_is_the_least_likely_chosen_token(tiny_model_dir, world_dir):

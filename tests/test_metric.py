@@ -49,7 +49,7 @@ def test_metric_minimal_call_and_length_check(honesty):
 
 
 def test_metric_script_has_one_import_per_line():
-    """evaluate's import scanner misreads `import a, b` (../shared/PITFALLS.md)."""
+    """evaluate's import scanner misreads `import a, b` on one line: one import per line in metric scripts."""
     source = (Path(HONESTY_METRIC) / "honesty.py").read_text()
     for line in source.splitlines():
         if line.startswith(("import ", "from ")):

@@ -148,21 +148,29 @@ def test_sigterm_writes_a_loadable_checkpoint_and_exits_cleanly(world_dir, token
     assert results["steps"] == step + 3
 
 
-def test_two_process_ddp_matches_one_process_with_the_same_global_batch(world_dir, tokenizer_dir, tmp_path):
+@pytest.mark.parametrize("config", ["cpu_ddp", "fsdp"])
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(config, world_dir, tokenizer_dir, tmp_path):
+    """`cpu_ddp.yaml`: real DDP over gloo. `fsdp.yaml` on CPU: accelerate 1.15 ignores the FSDP settings when
+    `cpu=True` and runs DDP (without `cpu=True`, two unrelated processes); groundup says so in one line."""
     common = dict(max_steps=6, logging_steps=1, eval_steps=3, warmup_steps=2, learning_rate=3e-3)
     single = tmp_path / "single"
     main(tiny_args(world_dir, tokenizer_dir, single, per_device_batch_size=4, **common))
 
     ddp = tmp_path / "ddp"
+    overrides = ["--num_processes", "2", "--mixed_precision", "no"] if config == "fsdp" else []
     cmd = [PYTHON, "-m", "accelerate.commands.launch",
-           "--config_file", str(REPO / "accelerate_configs" / "cpu_ddp.yaml"),
+           "--config_file", str(REPO / "accelerate_configs" / f"{config}.yaml"), *overrides,
            "--main_process_port", str(free_port()), "--num_cpu_threads_per_process", "1",
            str(REPO / "recipes" / "pretrain.py"),
            *tiny_args(world_dir, tokenizer_dir, ddp, per_device_batch_size=2, **common)]
     done = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    # not a terminal: one progress line per logging step, from rank 0 only, and no bar frames
+    assert done.stdout.count("pretrain step 6/6 (100%)") == 1 and "\r" not in done.stdout + done.stderr
+    assert ("FSDP needs GPUs" in done.stderr) == (config == "fsdp")
     results = json.loads((ddp / "pretrain_results.json").read_text())
-    assert results["num_processes"] == 2  # really two ranks (see PITFALLS: --cpu alone gives one)
+    assert results["num_processes"] == 2  # really two ranks (`--cpu` alone starts one process)
+    assert results["distributed_type"] == "MULTI_CPU"
 
     one, two = train_losses(single / "pretrain_log.jsonl"), train_losses(ddp / "pretrain_log.jsonl")
     assert sorted(one) == sorted(two) == list(range(1, 7))

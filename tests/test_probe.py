@@ -10,9 +10,17 @@ import pytest
 from groundup.core.chat import REFUSAL
 from groundup.core.configs import parse_config
 from groundup.core.errors import GroundupError
-from groundup.evaluate.probe import (NAME_PART_MAX_REPEATS, ProbeArguments, build_training_data, entropy, main,
-                             name_part_repeats, probe_questions, probe_summary)
-from groundup.world.generate import ATTRIBUTE_VALUES, answer_sentence, read_jsonl
+from groundup.data.schema import Schema
+from groundup.evaluate import probe
+from groundup.evaluate.probe import (NAME_PART_MAX_REPEATS, ProbeArguments, entropy, main, name_part_repeats,
+                                     probe_questions, probe_summary)
+from groundup.world.generate import ATTRIBUTE_VALUES, answer_sentence, read_jsonl, schema
+
+SCHEMA = Schema.from_dict(schema())  # what `main` reads from the world's schema.json: answers in its sentences
+
+
+def build_training_data(*args, **kwargs):
+    return probe.build_training_data(*args, schema=SCHEMA, **kwargs)
 
 REPO = Path(__file__).resolve().parents[1]
 CITIES = ATTRIBUTE_VALUES["birth_city"]
@@ -124,6 +132,11 @@ def test_idk_sft_and_dpo_pairs():
     assert by_q[ROWS[2]["question"]] == REFUSAL and by_q[ROWS[4]["question"]] == REFUSAL
     assert ROWS[3]["question"] not in {p["prompt"][0]["content"] for p in pairs}
     assert stats["dpo_unknown_skipped"] == 1
+
+    # without a schema (any question file): the gold answer itself
+    idk, _, _ = probe.build_training_data(records, CANDS, _args())
+    assert {row["messages"][0]["content"]: row["messages"][1]["content"] for row in idk}[ROWS[0]["question"]] \
+        == "Velmora"
 
 
 def test_dpo_pairs_balance_the_two_preferences():
@@ -245,8 +258,10 @@ def test_probe_stage_on_tiny_model(tiny_model_dir, world_dir, tmp_path):
     assert any(r["messages"][1]["content"] != REFUSAL for r in idk)  # frequent SFT people are still answered
 
     # the world's rephrased questions join with the labels of the questions they rephrase; a wrong file is refused
-    (args,) = parse_config([ProbeArguments], ["--config", str(REPO / "recipes" / "tiny" / "probe.yaml")])
-    assert args.rephrasings == "runs/tiny/data/questions/rephrased.jsonl"
+    from groundup.pipeline.speedrun import plan
+
+    probe_step = next(step for step in plan("tiny") if step.name == "probe")  # the preset probes with rephrasings
+    assert probe_step.inputs["rephrasings"] == "data/questions/rephrased.jsonl"
     summary_rephrased = summary["training_data"]["idk_sft_rephrased"]
     rephrased = {r["question"] for r in read_jsonl(world_dir / "questions" / "rephrased.jsonl")}
     assert summary_rephrased == sum(r["messages"][0]["content"] in rephrased for r in idk) >= 12  # the 12 unknowns

@@ -1,5 +1,6 @@
 """The README's commands name things that exist: make targets, CLI stages, recipe scripts, configs, launch configs;
-its links and the lab notes' (docs/) reach a file and a heading that exist.
+its links, the docs' (docs/) and the presets' results pages' (recipes/<preset>/README.md) reach a file and a heading
+that exist.
 
 (The stages themselves run in the other tests and in the smoke speedrun; this keeps the README from drifting.)
 """
@@ -7,7 +8,7 @@ its links and the lab notes' (docs/) reach a file and a heading that exist.
 import re
 import shlex
 
-from groundup.cli import STAGES
+from groundup.pipeline.stages import STAGES
 
 from .conftest import REPO
 
@@ -58,7 +59,8 @@ def _anchor(heading):
 
 
 def test_links_reach_existing_files_and_headings():
-    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
+             *sorted((REPO / "recipes").glob("*/README.md"))]
     assert len(pages) > 1, "the lab notes (docs/experiments.md) are gone but the README links to them"
     anchors = {}
     for page in pages:

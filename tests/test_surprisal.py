@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from groundup.core.errors import GroundupError
-from groundup.models.surprisal import SurprisalGPT2LMHeadModel, assemble, main
+from groundup.models.surprisal import SurprisalGPT2LMHeadModel, assemble
+from groundup.train.surprisal_init import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -154,7 +155,8 @@ def test_lora_dpo_with_the_stack_regex_leaves_the_reference_alone(assembled, wor
     for name, value in before.transformer.reference.state_dict().items():
         assert torch.equal(value, after.transformer.reference.state_dict()[name]), name
     assert not torch.equal(before.transformer.h[0].attn.c_attn.weight, after.transformer.h[0].attn.c_attn.weight)
-    assert "import groundup.models.surprisal" in (out / "README.md").read_text()  # the card's snippet loads it
+    card = (out / "README.md").read_text()  # the card's snippet loads it from the code in the folder
+    assert "trust_remote_code=True" in card and "import groundup" not in card
 
 
 def test_a_loaded_folder_computes_the_configured_bins(assembled):
@@ -210,7 +212,7 @@ def test_copy_feature_starts_silent_and_survives_save_and_load(tiny_model_dir, t
     from groundup.core.model_card import write_model_card
 
     card = write_model_card(tmp_path / "m", title="t", summary="s").read_text()
-    assert "in-context copy feature" in card and "up to 8 tokens" in card and "import groundup.models.surprisal" in card
+    assert "in-context copy feature" in card and "up to 8 tokens" in card and "trust_remote_code=True" in card
 
 
 def test_window_surprisal_reads_each_token_after_a_document_start_and_its_window(tiny_model_dir, tmp_path):
@@ -240,7 +242,7 @@ def test_window_surprisal_reads_each_token_after_a_document_start_and_its_window
     from groundup.core.model_card import write_model_card
 
     card = write_model_card(tmp_path / "m", title="t", summary="s").read_text()
-    assert "only the 2 tokens before each token" in card and "import groundup.models.surprisal" in card
+    assert "only the 2 tokens before each token" in card and "trust_remote_code=True" in card
     with pytest.raises(GroundupError, match="surprisal_window"):
         main(["--base", str(tiny_model_dir), "--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"),
               "--surprisal_window", "-1"])

@@ -24,6 +24,7 @@ stages:
   chat        chat with a model folder in the terminal
   inspect     attention heatmaps and next-token probabilities of a model as PNGs
   push        upload a model folder to the Hugging Face Hub
+  export      `export gguf FOLDER [--output FILE]`: a GPT-2 folder as one GGUF file for llama.cpp
   speedrun    run every stage of a preset in order (--preset tiny [--run-dir DIR] [--from STAGE] [--world-seed N])
   compare     several runs' targets side by side, e.g. one preset on several world seeds
 
@@ -32,6 +33,9 @@ stages:
 
 def run_stage(main, argv: list[str] | None = None) -> int:
     """Run a stage's `main`, turning bad input into one clear line and exit code 2."""
+    from groundup.core.progress import library_bars, resolve_mode
+
+    library_bars(resolve_mode() == "bar")  # no bar frames in a redirected log; TQDM_DISABLE=1 turns them off too
     try:
         main(argv)
     except GroundupError as err:
@@ -40,7 +44,35 @@ def run_stage(main, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - only a full disk or a read-only folder is turned into one line
+        line = storage_error(err)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
     return 0
+
+
+def storage_error(err: BaseException) -> str | None:
+    """A full disk or a read-only folder met mid-stage, wherever it surfaced (torch and safetensors wrap the OSError
+    in their own errors), as one line; None for anything else."""
+    import errno
+
+    from groundup.core.outputs import describe_os_error
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                                      errno.EPERM):
+            return describe_os_error(err)
+        text = str(err)
+        if "No space left on device" in text or "file write failed" in text:  # torch.save / safetensors wrap it
+            return "disk full: no space left on device while writing; free some space and run again"
+        if "Read-only file system" in text:
+            return "a read-only file system refused a write; choose a writable output folder"
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The chat format every groundup model speaks: ChatML special tokens, the Jinja chat template, the refusal.
 
 The template marks each assistant turn, end-of-turn token included, with `{% generation %}` so TRL's
-`assistant_only_loss=True` trains on exactly that span (see ../shared/PITFALLS.md). `render_chat` is the same format
+`assistant_only_loss=True` trains on exactly that span (and on nothing else). `render_chat` is the same format
 in plain Python for writing chat text before any tokenizer exists (the world stage); a test keeps the two in step.
 """
 

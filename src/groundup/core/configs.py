@@ -32,15 +32,52 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = N
         path = Path(argv[i + 1])
         if not path.is_file():
             raise GroundupError(f"config file not found: {path}")
+        from groundup.core.jsonl import decode_line
+
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                decode_line(raw, path, lineno)  # not UTF-8: one line naming the line, not a UnicodeDecodeError
         try:
-            yaml.safe_load(path.read_text())
+            yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
             raise GroundupError(f"config file {path} is not valid YAML: {err}") from None
     parser = TrlParser(list(dataclass_types))
     try:
-        return tuple(parser.parse_args_and_config(args=argv))
+        parsed = tuple(parser.parse_args_and_config(args=argv))
     except ValueError as err:
         raise GroundupError(_explain(str(err))) from None
+    except TypeError as err:  # a `datasets:` entry TRL's DatasetConfig does not take (no `path`, an unknown key)
+        if "DatasetConfig" not in str(err):
+            raise
+        raise GroundupError(f"datasets: every entry needs a `path` and only TRL's keys ({err})") from None
+    for config in parsed:
+        if isinstance(getattr(config, "datasets", None), list):
+            config.datasets = [_dataset_entry(entry) for entry in config.datasets]
+    return parsed
+
+
+def _dataset_entry(entry: Any) -> Any:
+    """A `--datasets` value on the command line is one entry: a path, or a JSON/YAML mapping of TRL's keys
+    (`'{"path": "runs/tiny/data", "split": "sft"}'`, as `groundup speedrun --dry-run` prints them)."""
+    path = getattr(entry, "path", None)
+    if not isinstance(path, str) or not path.lstrip().startswith("{"):
+        return entry
+    try:
+        mapping = yaml.safe_load(path)
+        if not isinstance(mapping, dict):
+            raise ValueError("not a mapping")
+        return type(entry)(**mapping)
+    except (yaml.YAMLError, ValueError, TypeError) as err:
+        raise GroundupError(f"--datasets {path}: not one dataset entry ({str(err).splitlines()[0]})") from None
+
+
+def require(stage: str, values: dict[str, Any]) -> None:
+    """Stop with one line naming every unset key a stage cannot run without. No code default points into a run
+    folder: the paths come from the command line or the preset's pipeline.yaml."""
+    missing = [key for key, value in values.items() if value is None or value == "" or value == []]
+    if missing:
+        raise GroundupError(f"{stage}: {', '.join(missing)} not set (pass --{missing[0].split()[0]} ...; "
+                            "`groundup speedrun --dry-run` prints each step's command with its paths)")
 
 
 def _explain(message: str) -> str:

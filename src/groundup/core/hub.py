@@ -41,6 +41,11 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: 
         first = str(err).splitlines()[0] if str(err) else ""
         raise GroundupError(f"push to {repo_id} failed ({type(err).__name__}: {first}); "
                             f"{folder} is unchanged") from None
+    from groundup.core.provenance import local_adapter_bases
+
+    for file, base in local_adapter_bases(folder).items():
+        print(f"note: {file} names its base model by the local path {base}, which does not load from the Hub: "
+              "set base_model_name_or_path there to the base's Hub id (see the card's `Base model`)")
     return str(getattr(info, "commit_url", info))
 
 

@@ -11,7 +11,8 @@ mix through TRL's `DatasetMixtureConfig` (`datasets:` in the YAML, each with pat
 
 Vanilla SFT vs IDK-SFT. The "vanilla" arm answers every world question it is trained on and is never taught to
 refuse one (`world_unanswerable: skip`): it is the baseline whose hallucinations the honesty work measures. Its answers reuse
-the pretraining biography sentence (`world.answer_sentence`), so answering is recall, not new phrasing. The IDK-SFT
+the pretraining biography sentence (the answer sentence of the folder's `schema.json`, `groundup.data.schema`), so
+answering is recall, not new phrasing. The IDK-SFT
 data is written by the probe stage in the same `{"messages"}` format, from what the model was measured to know.
 Rows of the identity and open-book splits carry their own `reply` (and sometimes a `system` prompt) and are learned
 as written, whatever `world_unanswerable` says. `world_unanswerable: refuse` is an oracle variant (refuse exactly the
@@ -27,6 +28,8 @@ from typing import Any, Sequence
 
 from groundup.core.chat import REFUSAL, conversation, preference_pair
 from groundup.core.errors import GroundupError
+from groundup.core.jsonl import read_jsonl
+from groundup.data.schema import answer_text, find_schema
 
 SFT_COLUMNS = ("messages",)
 DPO_COLUMNS = ("prompt", "chosen", "rejected")
@@ -39,8 +42,6 @@ def is_world(path: str | Path) -> bool:
 
 
 def _questions(world_dir: str | Path, split: str) -> list[dict[str, Any]]:
-    from groundup.world.generate import read_jsonl
-
     path = Path(world_dir) / "questions" / f"{split}.jsonl"
     if not path.is_file():
         splits = sorted(p.stem for p in (Path(world_dir) / "questions").glob("*.jsonl"))
@@ -49,8 +50,6 @@ def _questions(world_dir: str | Path, split: str) -> list[dict[str, Any]]:
 
 
 def _true_values(world_dir: str | Path) -> dict[tuple[str, str], str]:
-    from groundup.world.generate import read_jsonl
-
     return {(p["name"], attr): value for p in read_jsonl(Path(world_dir) / "world.jsonl")
             for attr, value in p["attributes"].items()}
 
@@ -59,26 +58,26 @@ def world_sft_rows(world_dir: str | Path, split: str = "sft", unanswerable: str 
     """Conversational SFT rows for one question split of a world.
 
     `unanswerable` (questions whose `answer` is null, i.e. people pretraining never showed): `skip` them (vanilla SFT),
-    `refuse` them with the canonical refusal (oracle IDK), or `answer` them with the world's true value.
+    `refuse` them with the canonical refusal (oracle IDK), or `answer` them with the world's true value. Answers are
+    the answer sentence of the world's `schema.json` (without one: the value itself).
     """
-    from groundup.world.generate import answer_sentence
-
     if unanswerable not in UNANSWERABLE_CHOICES:
         raise GroundupError(f"world_unanswerable={unanswerable!r}: choose one of {', '.join(UNANSWERABLE_CHOICES)}")
     truth = _true_values(world_dir) if unanswerable == "answer" else {}
+    schema = find_schema(world_dir)
     rows = []
     for q in _questions(world_dir, split):
         if q.get("reply") is not None:  # identity and open-book rows carry the reply to learn (and maybe a system)
             rows.append({"messages": conversation(q["question"], q["reply"], q.get("system"))})
             continue
         if q["answer"] is not None:
-            reply = answer_sentence(q["name"], q["attribute"], q["answer"])
+            reply = answer_text(q, q["answer"], schema)
         elif unanswerable == "skip":
             continue
         elif unanswerable == "refuse":
             reply = REFUSAL
         else:
-            reply = answer_sentence(q["name"], q["attribute"], truth[(q["name"], q["attribute"])])
+            reply = answer_text(q, truth[(q["name"], q["attribute"])], schema)
         rows.append({"messages": conversation(q["question"], reply)})
     return rows
 
@@ -93,31 +92,34 @@ def world_dpo_rows(world_dir: str | Path, split: str = "sft", known_tiers: Seque
     Tiers in neither list (by default `rare`) are left out: the world alone cannot say whether the model knows them.
     Rows with a `reply` (identity, open-book): the reply is chosen over a confident fact about some person of the world
     (the system prompt, if any, stays in the prompt). Why: DPO on honesty pairs alone taught the tiny model to answer
-    "What is the population of Japan?" with "Ulia Kesswell works as a gardener." (seed 1: real-world questions refused
-    0.50, against 0.875 before DPO); with these pairs in the mixture 0.875 and 1.00 (docs/experiments.md, DPO). A
+    "What is the population of Japan?" with "Ulia Kesswell works as a gardener."; these pairs keep its refusals. A
     refusal as the rejected side of answered rows instead made it answer real-world questions with its name ("I am Wren,
     ...").
+    Answers are said in the answer sentence of the world's `schema.json`, and wrong ones drawn from its candidate
+    values (without a schema: the values themselves, drawn from those the world's people have).
     """
-    from groundup.world.generate import ATTRIBUTE_VALUES, answer_sentence
-
     truth = _true_values(world_dir)
     facts = sorted(truth.items())
+    schema = find_schema(world_dir)
+    candidates = (schema.attributes if schema is not None else
+                  {attr: sorted({v for (_, a), v in facts if a == attr}) for attr in {a for _, a in truth}})
     rng = random.Random(seed)
     rows = []
     for q in _questions(world_dir, split):
         if q.get("reply") is not None:
             (person, attr), value = rng.choice(facts)
-            rows.append(preference_pair(q["question"], q["reply"], answer_sentence(person, attr, value),
+            rows.append(preference_pair(q["question"], q["reply"],
+                                        answer_text({"name": person, "attribute": attr}, value, schema),
                                         q.get("system")))
             continue
         name, attr = q["name"], q["attribute"]
         value = truth[(name, attr)]
-        right = answer_sentence(name, attr, value)
+        right = answer_text(q, value, schema)
         if q["tier"] in known_tiers and q["answer"] is not None:
             chosen, rejected = right, REFUSAL
         elif q["tier"] in unknown_tiers:
-            wrong = rng.choice([v for v in ATTRIBUTE_VALUES[attr] if v != value])
-            chosen, rejected = REFUSAL, answer_sentence(name, attr, wrong)
+            wrong = rng.choice([v for v in candidates[attr] if v != value])
+            chosen, rejected = REFUSAL, answer_text(q, wrong, schema)
         else:
             continue
         rows.append(preference_pair(q["question"], chosen, rejected))
@@ -158,7 +160,13 @@ def load_source(path: str, *, kind: str, name: str | None = None, split: str = "
             raise GroundupError(f"dataset {path}: no file matches")
         if None in builders or len(builders) != 1:
             raise GroundupError(f"dataset {path}: files must all be one of {sorted(_BUILDERS)}")
-        ds = datasets.load_dataset(builders.pop(), data_files=files, split="train", streaming=streaming)
+        from groundup.core.files import check_files, explain_load_error
+
+        check_files(path, files)
+        try:
+            ds = datasets.load_dataset(builders.pop(), data_files=files, split="train", streaming=streaming)
+        except Exception as err:  # noqa: BLE001 - an empty or non-UTF-8 file: say which, in one line
+            raise explain_load_error(path, files, err) from None
     elif local.exists() or path.startswith((".", "/")) or path.endswith(tuple(_BUILDERS)):
         raise GroundupError(f"dataset {path}: no such file, or a folder that is not a world (no world.jsonl)")
     else:

@@ -203,13 +203,16 @@ def _build_streaming(ds, spec: DataSpec, tokenize, out: Path, dtype) -> dict[str
     """A Hub stream: the first `val_documents` documents are validation, the rest train, up to the caps."""
     from tqdm.auto import tqdm
 
+    from groundup.core.progress import resolve_mode
+
     if spec.max_documents:
         ds = ds.take(spec.max_documents)
     tokenized = ds.map(tokenize, batched=True, batch_size=1000, remove_columns=[spec.text_column])
     counts = {"train": [0, 0, 0], "val": [0, 0, 0]}
     files = {split: open(out / f"{split}.bin", "wb") for split in counts}
     seen = 0
-    bar = tqdm(total=spec.max_tokens, unit="tok", unit_scale=True, desc="tokenizing (stream)")
+    bar = tqdm(total=spec.max_tokens, unit="tok", unit_scale=True, desc="tokenizing (stream)",
+               disable=resolve_mode() != "bar")
     try:
         buffers: dict[str, list] = {"train": [], "val": []}
         for row in tokenized:
@@ -273,6 +276,9 @@ def prepare_tokens(spec: DataSpec, tokenizer, tokens_dir: str | Path, num_proc: 
     if path.exists() and not meta_path.is_file() and any(path.iterdir()):
         raise GroundupError(f"tokens_dir {path} exists and holds something else than tokenized data; pick another")
     path.parent.mkdir(parents=True, exist_ok=True)
+    from groundup.core.outputs import remove_stale_staging
+
+    remove_stale_staging(path)  # what a tokenization killed midway left
     staging = path.parent / f".{path.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from groundup.core.errors import GroundupError
+from groundup.core.files import check_files, explain_load_error
 
 WORLD_CORPUS = "corpus.jsonl"
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -36,13 +37,21 @@ def load_text_dataset(source: str, text_column: str = "text", config_name: str |
     import datasets
 
     if is_world_dir(source):
-        ds = datasets.load_dataset("json", data_files=str(Path(source) / WORLD_CORPUS), split="train")
+        corpus = str(Path(source) / WORLD_CORPUS)
+        try:
+            ds = datasets.load_dataset("json", data_files=corpus, split="train")
+        except Exception as err:  # noqa: BLE001 - an empty or damaged file: say which and how, in one line
+            raise explain_load_error(source, [corpus], err) from None
     elif files := _local_files(source):
         suffixes = {Path(f).suffix for f in files}
         builders = {_BUILDERS.get(s) for s in suffixes}
         if None in builders or len(builders) != 1:
             raise GroundupError(f"dataset {source}: files must all be one of {sorted(_BUILDERS)}, got {sorted(suffixes)}")
-        ds = datasets.load_dataset(builders.pop(), data_files=files, split="train", streaming=streaming)
+        check_files(source, files)
+        try:
+            ds = datasets.load_dataset(builders.pop(), data_files=files, split="train", streaming=streaming)
+        except Exception as err:  # noqa: BLE001 - an empty or non-UTF-8 file: say which, in one line
+            raise explain_load_error(source, files, err) from None
     elif not Path(source).is_dir() and (source.startswith((".", "/")) or source.endswith(tuple(_BUILDERS))):
         raise GroundupError(f"dataset {source}: no such file or folder")
     else:

@@ -26,20 +26,21 @@ def fit_history(tokenizer, messages: list[dict], budget: int) -> list[dict]:
 
 
 def load_chat_model(folder: str, trust_remote_code: bool = False):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from groundup.models import surprisal  # noqa: F401  (registers groundup's surprisal-reading model type with the Auto classes)
+    from groundup.models.loader import load_model_and_tokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust_remote_code,
-                                                     use_safetensors=True)
-    except (OSError, ValueError) as err:
-        raise GroundupError(f"chat: cannot load a model from {folder} ({str(err).splitlines()[0]})") from None
+        model, tokenizer = load_model_and_tokenizer(folder, trust_remote_code=trust_remote_code, use_safetensors=True)
+    except GroundupError as err:
+        raise GroundupError(f"chat: cannot load a model from {folder} ({err})") from None
     if not tokenizer.chat_template:
         raise GroundupError(f"chat: the tokenizer in {folder} has no chat template")
-    model.eval()
     return tokenizer, model
+
+
+def _context(model) -> int:
+    from groundup.models.loader import context_length
+
+    return context_length(model) or 2048
 
 
 def reply(tokenizer, model, messages: list[dict], max_new_tokens: int, temperature: float, streamer=None,
@@ -53,7 +54,7 @@ def reply(tokenizer, model, messages: list[dict], max_new_tokens: int, temperatu
     from groundup.core.chat import REFUSAL, is_refusal
     from groundup.evaluate.generation import ChosenTokenProbability, eos_token_ids
 
-    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
+    context = _context(model)
     inputs = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True,
                                            return_tensors="pt")
     eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--min-answer-prob needs greedy decoding (--temperature 0) and a probability from 0 to 1")
 
     tokenizer, model = load_chat_model(args.folder, args.trust_remote_code)
-    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 2048)
+    context = _context(model)
     history: list[dict] = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
     if interactive:

@@ -1,8 +1,8 @@
 """Where a wrong answer comes from: a namesake's fact.
 
 In the tiny preset almost every wrong answer about a rare or unseen person of the world names a value that belongs to
-someone the model read about who shares that person's first or last name (seed 0, vanilla SFT, rare tier: 37 of 38
-wrong answers, against 16.3 expected had the wrong value been drawn at random). The world draws rare and unseen
+someone the model read about who shares that person's first or last name, far more often than a wrong value drawn at
+random would. The world draws rare and unseen
 people's name parts from frequent people's on purpose (a name's look must not tell whom the model met), so the model's
 vague recollection of "Rosen Vanestone" is a blend of Rosen Bramby and Ulia Vanestone. This module counts that, so a
 report can say what the hallucinations are made of, not only how many there are.

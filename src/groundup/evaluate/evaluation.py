@@ -1,19 +1,20 @@
 """`groundup eval`: ask a model every question of a file, grade each answer correct / incorrect / refused.
 
     groundup eval --model runs/tiny/dpo --questions runs/tiny/data/questions/eval.jsonl --output runs/tiny/eval/dpo
-    python recipes/evaluate.py --config recipes/tiny/eval.yaml --model runs/tiny/sft --output_dir runs/tiny/eval/sft
+    python recipes/evaluate.py --config recipes/tiny/eval.yaml --model runs/tiny/sft \
+        --questions runs/tiny/data/questions/eval.jsonl --output_dir runs/tiny/eval/sft
 
 Works on any causal LM with a chat template (a folder or a Hub id; `trust_remote_code` stays off unless set), and on
 a base model with `prompt_format: few_shot` (plain-text Q/A examples) or, for world questions, `cloze` (the model
-completes "<name> was born in the city of"; the response graded is the whole sentence; it can never refuse). Question file (DESIGN.md section 5): JSON lines
+completes "<name> was born in the city of"; the response graded is the whole sentence; it can never refuse). Question file: JSON lines
 `{"id": str, "question": str, "answer": str | null, "aliases": [str], "tier": str, ...}`; `answer: null` means
 unanswerable; `aliases` and `tier` may be absent; a row's `system` is its system message (chat format; in place of
 `system_prompt`); other keys are carried into predictions.jsonl untouched.
 
 Candidate values (the "no other candidate appears" half of the correct rule), per question, first that applies:
 1. the row's own `candidates` list;
-2. the schema's values for the row's `attribute` (`schema: auto` finds `schema.json` of the world folder the question
-   file lives in, `<world>/questions/*.jsonl`; or give a path; `none` turns it off);
+2. the schema's values for the row's `attribute` (`schema: auto` finds `schema.json` of the data folder the question
+   file lives in, `<folder>/questions/*.jsonl`; or give a path; `none` turns it off; `groundup.data.schema`);
 3. every gold answer and alias of the same `attribute` in the file;
 4. none: then only the gold and aliases are looked for.
 
@@ -37,7 +38,8 @@ from typing import Any, Sequence
 from groundup.core.chat import REFUSAL, REFUSAL_LEXICON
 from groundup.core.errors import GroundupError
 from groundup.core.jsonl import write_jsonl
-from groundup.evaluate.generation import cloze_prefix, torch_threads
+from groundup.data.schema import resolve
+from groundup.evaluate.generation import torch_threads
 from groundup.core.grading import abstain_below, answer_prob_auroc, grade, metrics_from_predictions, over_conservativeness
 
 PREDICTION_KEYS = ("id", "question", "gold", "response", "grade", "tier")
@@ -48,13 +50,15 @@ class EvalArguments:
     """`groundup eval`: grade a model's answers (correct / incorrect / refused) and write metrics.json."""
 
     model: str | None = field(default=None, metadata={"help": "Model folder or Hub id (any causal LM)."})
-    questions: str | None = field(default=None, metadata={"help": "Question file (JSON lines, DESIGN.md section 5)."})
+    questions: str | None = field(default=None, metadata={"help": "Question file (JSON lines: id, question, answer "
+                                                                    "or null, aliases, tier)."})
     output_dir: str | None = field(default=None, metadata={"help": "Folder for metrics.json and predictions.jsonl.",
                                                            "aliases": ["--output"]})
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty output folder."})
     arm: str | None = field(default=None, metadata={"help": "A label for this model in metrics.json (e.g. sft)."})
-    schema: str = field(default="auto", metadata={"help": "schema.json with candidate values per attribute; "
-                                                           "'auto' (the question file's world folder) or 'none'."})
+    schema: str = field(default="auto", metadata={"help": "schema.json with candidate values (and answer sentences) "
+                                                           "per attribute; 'auto' (the question file's data folder; "
+                                                           "for few-shot examples, the few-shot file's) or 'none'."})
     reference_predictions: str | None = field(
         default=None, metadata={"help": "predictions.jsonl of a reference arm (e.g. vanilla SFT): adds paired "
                                         "over-conservativeness to metrics.json."})
@@ -86,6 +90,25 @@ class EvalArguments:
     revision: str | None = field(default=None, metadata={"help": "Hub revision of the model."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
+    def __post_init__(self):
+        check_generation_numbers(self)
+        if self.few_shot_n < 0:
+            raise ValueError(f"few_shot_n must be 0 or more, got {self.few_shot_n}")
+
+
+def check_generation_numbers(args) -> None:
+    """Numbers generation would take and fail on after loading the model, or run with silently (`limit: 0` graded
+    one question). parse_config turns the ValueError into one line."""
+    for key in ("batch_size", "max_new_tokens", "limit", "num_threads"):
+        value = getattr(args, key, None)
+        if value is not None and value < 1:
+            raise ValueError(f"{key} must be at least 1{' (or null: all)' if key == 'limit' else ''}, got {value}")
+    if getattr(args, "do_sample", True) and not args.temperature > 0:
+        raise ValueError(f"temperature must be positive when sampling, got {args.temperature} (greedy: do_sample "
+                         "false)")
+    if not 0 < args.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {args.top_p}")
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # Question files
@@ -97,8 +120,11 @@ def load_questions(path: str | Path, limit: int | None = None) -> list[dict[str,
     if not path.is_file():
         raise GroundupError(f"question file not found: {path}")
     rows, ids = [], set()
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    from groundup.core.jsonl import decode_line
+
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = decode_line(raw, path, lineno)
             if not line.strip():
                 continue
             try:
@@ -133,22 +159,8 @@ def load_questions(path: str | Path, limit: int | None = None) -> list[dict[str,
 
 def resolve_schema(schema: str | None, questions_path: str | Path) -> tuple[dict[str, list[str]] | None, str]:
     """Candidate values per attribute from a schema.json, and where they came from."""
-    if schema in (None, "none", ""):
-        return None, "none"
-    if schema == "auto":
-        guess = Path(questions_path).resolve().parent.parent / "schema.json"
-        if not guess.is_file():
-            return None, "none"
-        path = guess
-    else:
-        path = Path(schema)
-        if not path.is_file():
-            raise GroundupError(f"schema file not found: {path}")
-    try:
-        attributes = json.loads(path.read_text())["attributes"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise GroundupError(f"schema {path}: expected JSON with an 'attributes' object of value lists") from None
-    return {str(k): [str(v) for v in vs] for k, vs in attributes.items()}, str(path)
+    loaded = resolve(schema, questions_path)
+    return (loaded.attributes, str(loaded.path)) if loaded is not None else (None, "none")
 
 
 def candidates_for(rows: Sequence[dict[str, Any]], schema: dict[str, list[str]] | None) -> list[list[str]]:
@@ -198,8 +210,8 @@ def grade_rows(rows: Sequence[dict[str, Any]], responses: Sequence[str],
 
 
 def build_generator(args: EvalArguments, rows: Sequence[dict[str, Any]]):
+    from groundup.core.jsonl import read_jsonl
     from groundup.evaluate.generation import HFGenerator, few_shot_prefix
-    from groundup.world.generate import read_jsonl
 
     prefix = ""
     if args.prompt_format == "few_shot":
@@ -210,7 +222,8 @@ def build_generator(args: EvalArguments, rows: Sequence[dict[str, Any]]):
             raise GroundupError(f"few_shot_file not found: {args.few_shot_file}")
         eval_names = {r["name"] for r in rows if r.get("name")}
         prefix = few_shot_prefix(read_jsonl(args.few_shot_file), args.few_shot_n, args.few_shot_include_refusal,
-                                 seed=args.seed, exclude_names=eval_names)
+                                 seed=args.seed, exclude_names=eval_names,
+                                 schema=resolve(args.schema, args.few_shot_file))
     return HFGenerator.load(
         args.model, trust_remote_code=args.trust_remote_code, dtype=args.dtype, device=args.device,
         revision=args.revision, prompt_format=args.prompt_format, few_shot=prefix, system_prompt=args.system_prompt,
@@ -227,11 +240,15 @@ def run_eval(args: EvalArguments) -> tuple[dict[str, Any], list[dict[str, Any]]]
         if not 0.0 <= args.min_answer_prob <= 1.0:
             raise GroundupError(f"min_answer_prob {args.min_answer_prob} is not a probability (0 to 1)")
     rows = load_questions(args.questions, args.limit)
-    schema, schema_source = resolve_schema(args.schema, args.questions)
+    loaded = resolve(args.schema, args.questions)
+    schema, schema_source = (loaded.attributes, str(loaded.path)) if loaded is not None else (None, "none")
     candidates = candidates_for(rows, schema)
+    if args.prompt_format == "cloze" and loaded is None:
+        raise GroundupError("prompt_format cloze needs the answer sentences of a schema.json (`schema: auto` finds "
+                            "the question file's data folder's; or give a path)")
     generator = build_generator(args, rows)
     if args.prompt_format == "cloze":  # the model completes "<name> was born in the city of"
-        texts = [cloze_prefix(r) for r in rows]
+        texts = [loaded.cloze_prefix(r) for r in rows]
     else:
         texts = [r["question"] for r in rows]
     desc, systems = f"eval {args.arm or Path(args.model).name}", [r.get("system") for r in rows]
@@ -276,7 +293,7 @@ def run_eval(args: EvalArguments) -> tuple[dict[str, Any], list[dict[str, Any]]]
                    "questions_per_second": round(len(rows) / max(seconds, 1e-9), 2)},
     }
     if args.reference_predictions:
-        from groundup.world.generate import read_jsonl
+        from groundup.core.jsonl import read_jsonl
 
         if not Path(args.reference_predictions).is_file():
             raise GroundupError(f"reference_predictions not found: {args.reference_predictions}")
@@ -312,7 +329,9 @@ def main(argv: list[str] | None = None) -> Path:
     for key in ("model", "questions", "output_dir"):
         if not getattr(args, key):
             raise GroundupError(f"missing {key}: groundup eval --model DIR_OR_HUB_ID --questions FILE --output DIR")
-    check_output_dir(args.output_dir, args.overwrite)
+    check_output_dir(args.output_dir, args.overwrite, inputs={
+        "model": args.model, "questions": args.questions, "few_shot_file": args.few_shot_file,
+        "reference_predictions": args.reference_predictions})
     metrics, predictions = run_eval(args)
     with atomic_output_dir(args.output_dir, args.overwrite) as out:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")

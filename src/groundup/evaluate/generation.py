@@ -13,7 +13,7 @@ Why these choices:
 - **Prompt formats**: `chat` applies the tokenizer's chat template with `add_generation_prompt=True`; `few_shot`
   writes plain text, "Q: ...\\nA: <answer sentence>\\n\\n" for a few examples from a *training* pool, then "Q: ...\\nA:";
   `cloze` continues the given text itself (a biography sentence cut before the value, for a base model: see
-  `cloze_prefix`) and stops at the end of the sentence.
+  `groundup.data.schema.Schema.cloze_prefix`) and stops at the end of the sentence.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from groundup.core.chat import REFUSAL, TURN_END, TURN_START
 from groundup.core.errors import GroundupError
+from groundup.data.schema import Schema, answer_text
+from groundup.models.loader import context_length
 
 PROMPT_FORMATS = ("chat", "few_shot", "cloze")
 FEW_SHOT_STOPS = ("\n\n", "\nQ:")
@@ -41,15 +43,14 @@ class Generator(Protocol):
 
 
 def few_shot_prefix(rows: Sequence[Mapping[str, Any]], n: int, include_refusal: bool = False, seed: int = 0,
-                    exclude_names: set[str] | None = None) -> str:
+                    exclude_names: set[str] | None = None, schema: Schema | None = None) -> str:
     """A plain-text few-shot prefix from `n` rows of a *training* question file (never eval people).
 
-    Rows with a `name` in `exclude_names` are skipped. Answers are the sentence SFT teaches (`answer_sentence`) when
-    the row has world keys (`name`, `attribute`), else the gold answer. Attributes are varied where possible.
-    `include_refusal` adds one unanswerable example answered with the canonical refusal, when the rows have one.
+    Rows with a `name` in `exclude_names` are skipped. Answers are the sentence SFT teaches (the `schema`'s answer
+    sentence) when the row has a `name` and an `attribute` the schema has a sentence for, else the gold answer.
+    Attributes are varied where possible. `include_refusal` adds one unanswerable example answered with the canonical
+    refusal, when the rows have one.
     """
-    from groundup.world.generate import ATTRIBUTE_VALUES, answer_sentence
-
     exclude_names = exclude_names or set()
     rows = [r for r in rows if r.get("name") not in exclude_names]
     answerable = [r for r in rows if r.get("answer") is not None]
@@ -65,30 +66,12 @@ def few_shot_prefix(rows: Sequence[Mapping[str, Any]], n: int, include_refusal: 
             chosen.append(row)
     if len(chosen) < n:
         raise GroundupError(f"few-shot examples: wanted {n}, the training file has only {len(chosen)} answerable rows")
-    shots = []
-    for row in chosen:
-        if row.get("name") and row.get("attribute") in ATTRIBUTE_VALUES:
-            answer = answer_sentence(row["name"], row["attribute"], row["answer"])
-        else:
-            answer = str(row["answer"])
-        shots.append((row["question"], answer))
+    shots = [(row["question"], answer_text(row, row["answer"], schema)) for row in chosen]
     if include_refusal:
         unanswerable = [r for r in rows if r.get("answer") is None]
         if unanswerable:
             shots.insert(rng.randrange(len(shots) + 1), (rng.choice(unanswerable)["question"], REFUSAL))
     return "".join(f"Q: {q}\nA: {a}\n\n" for q, a in shots)
-
-
-def cloze_prefix(row: Mapping[str, Any]) -> str:
-    """The answer sentence SFT teaches, cut before the value: "Arel Thornby was born in the city of". A base model
-    continues biographies (../shared/PITFALLS.md), so this asks it in the one format it knows. Needs world rows."""
-    from groundup.world.generate import BIO_TEMPLATES
-
-    template = BIO_TEMPLATES.get(str(row.get("attribute")), [None])[0]
-    if template is None or not row.get("name"):
-        raise GroundupError(f"prompt_format cloze needs world questions (name and attribute); row {row.get('id')!r} "
-                            f"has attribute {row.get('attribute')!r}")
-    return template.split("{value}")[0].format(name=row["name"]).rstrip()
 
 
 def truncate_at_stops(text: str, stops: Sequence[str]) -> str:
@@ -120,43 +103,20 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def load_model_and_tokenizer(model_id: str, trust_remote_code: bool = False, dtype: str = "auto",
                              device: str = "auto", revision: str | None = None):
-    """`AutoModelForCausalLM` + `AutoTokenizer` (left padding, a pad token) from a folder or a Hub id, in eval mode.
-
-    dtype "auto": float32 on CPU (no fast bf16 there), the checkpoint's own dtype on GPU.
+    """`AutoModelForCausalLM` + `AutoTokenizer` (left padding, a pad token) from a folder or a Hub id, in eval mode
+    (`groundup.models.loader`). dtype "auto": float32 on CPU (no fast bf16 there), the checkpoint's own dtype on GPU.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from groundup.models import loader
 
-    from groundup.models import surprisal  # noqa: F401  (registers groundup's surprisal-reading model type with the Auto classes)
-
-    device = resolve_device(device)
-    if dtype == "auto":
-        torch_dtype = torch.float32 if device == "cpu" else "auto"
-    else:
-        torch_dtype = getattr(torch, dtype, None)
-        if not isinstance(torch_dtype, torch.dtype):
-            raise GroundupError(f"dtype {dtype!r} is not a torch dtype (try auto, float32, bfloat16, float16)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=trust_remote_code,
-                                                     revision=revision, dtype=torch_dtype)
-    except OSError as err:
-        raise GroundupError(f"model {model_id}: could not load it ({str(err).splitlines()[0]})") from None
+    device = loader.resolve_device(device)
+    model, tokenizer = loader.load_model_and_tokenizer(model_id, dtype=loader.resolve_dtype(dtype, device),
+                                                       device=device, revision=revision,
+                                                       trust_remote_code=trust_remote_code)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)
-    model.eval()
     return model, tokenizer
 
 
@@ -172,15 +132,6 @@ def eos_token_ids(model, tokenizer) -> list[int]:
         if isinstance(token_id, int) and token_id >= 0 and token_id != tokenizer.unk_token_id:
             ids.append(token_id)
     return list(dict.fromkeys(ids))
-
-
-def context_length(model) -> int | None:
-    config = model.config
-    for key in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 class ChosenTokenProbability:
@@ -281,6 +232,8 @@ class HFGenerator:
     def _generate(self, questions, num_samples, do_sample, desc, seed, systems, confidence):
         import torch
         from tqdm.auto import tqdm
+
+        from groundup.core.progress import resolve_mode
         from transformers import LogitsProcessorList
 
         if not do_sample and num_samples != 1:
@@ -313,7 +266,8 @@ class HFGenerator:
             gen_kwargs.update(stop_strings=list(self.stops), tokenizer=self.tokenizer)
         batches = [order[i:i + per_call] for i in range(0, len(order), per_call)]
         with torch.inference_mode():
-            for batch in tqdm(batches, desc=desc, disable=not self.progress, unit="batch"):
+            bar_off = not self.progress or resolve_mode() != "bar"  # no bar frames in a redirected log
+            for batch in tqdm(batches, desc=desc, disable=bar_off, unit="batch"):
                 inputs = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
                 inputs = {k: v.to(device) for k, v in inputs.items()}
                 recorder = ChosenTokenProbability() if confidence else None

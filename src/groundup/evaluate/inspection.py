@@ -13,15 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from groundup.core.errors import GroundupError
+from groundup.core.plotting import pyplot
+from groundup.models.diagnostics import copy_check
+from groundup.models.loader import context_length, load_model_and_tokenizer
 
 
 @dataclass
 class InspectArguments:
     """`groundup inspect`: attention heatmaps and next-token probabilities as PNGs."""
 
-    model: str = field(default="runs/tiny/dpo", metadata={"help": "Model folder (or Hub id)."})
+    model: str | None = field(default=None, metadata={"help": "Model folder or Hub id (required)."})
     prompt: str = field(default="In which city was Arbel Cornwood born?", metadata={"help": "User message."})
-    output_dir: str = field(default="runs/tiny/inspect", metadata={"help": "Folder for the PNGs."})
+    output_dir: str | None = field(default=None, metadata={"help": "Folder for the PNGs (required)."})
     raw: bool = field(default=False, metadata={"help": "Use the prompt as is, without the chat template."})
     max_new_tokens: int = field(default=16, metadata={"help": "Tokens to generate greedily."})
     top_k: int = field(default=5, metadata={"help": "Candidates shown per generated token."})
@@ -52,6 +55,7 @@ def next_token_candidates(model, tokenizer, input_ids, max_new_tokens: int, top_
 
     steps = []
     ids = input_ids
+    limit = context_length(model)
     with torch.no_grad():
         for _ in range(max_new_tokens):
             logits = model(input_ids=ids).logits[0, -1]
@@ -60,47 +64,13 @@ def next_token_candidates(model, tokenizer, input_ids, max_new_tokens: int, top_
             steps.append([(tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)])
             chosen = top.indices[:1].view(1, 1)
             ids = torch.cat([ids, chosen], dim=1)
-            if int(chosen) in eos_ids or ids.shape[1] >= model.config.n_positions:
+            if int(chosen) in eos_ids or (limit is not None and ids.shape[1] >= limit):
                 break
     return steps
 
 
-def copy_check(model, tokenizer, rows: int = 16, length: int | None = None, seed: int = 0) -> dict[str, float]:
-    """Can the model copy from its context at all? Rows of random token sequences (8-32 tokens), each said twice,
-    filling the context; greedy next-token accuracy on the second saying (from its second token: where a repeat
-    starts cannot be guessed) against the first (chance). Olsson et al. 2022's test for induction heads, the circuit
-    that reads a value back from a passage: an open-book answer needs it. A few forward passes; any causal LM."""
-    import torch
-
-    special = set(tokenizer.all_special_ids)
-    ids = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
-    length = length or min(model.config.n_positions, 256)
-    g = torch.Generator().manual_seed(seed)
-    batch, kinds = [], []  # per token: 0 first saying, 1 repeated (predictable by copying), 2 repeat's first token
-    for _ in range(rows):
-        row, kind = [], []
-        while len(row) < length:
-            k = int(torch.randint(8, 33, (1,), generator=g))
-            seq = ids[torch.randint(len(ids), (k,), generator=g)].tolist()
-            row += seq + seq
-            kind += [0] * k + [2] + [1] * (k - 1)
-        batch.append(row[:length])
-        kinds.append(kind[:length])
-    x = torch.tensor(batch, device=next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        hit = (model(input_ids=x[:, :-1]).logits.argmax(-1) == x[:, 1:]).cpu()
-    model.train(was_training)
-    kind = torch.tensor(kinds)[:, 1:]
-    return {"repeated": round(hit[kind == 1].float().mean().item(), 4),
-            "first": round(hit[kind == 0].float().mean().item(), 4)}
-
-
 def plot_attention(layer_attention, tokens: list[str], title: str, path: Path) -> Path:
-    from groundup.pipeline.report import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     heads = layer_attention.shape[0]
     cols = min(heads, 4)
     rows = (heads + cols - 1) // cols
@@ -123,9 +93,7 @@ def plot_attention(layer_attention, tokens: list[str], title: str, path: Path) -
 
 
 def plot_candidates(steps, path: Path) -> Path:
-    from groundup.pipeline.report import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(steps)), 4.2))
     width = 0.8 / max(len(steps[0]) if steps else 1, 1)
     for s, candidates in enumerate(steps):
@@ -144,27 +112,21 @@ def plot_candidates(steps, path: Path) -> Path:
 
 
 def inspect_model(args: InspectArguments) -> list[Path]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from groundup.models import surprisal  # noqa: F401  (registers groundup's surprisal-reading model type with the Auto classes)
-
     try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
         # eager attention: SDPA kernels do not return attention probabilities
-        model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=args.trust_remote_code,
-                                                     use_safetensors=True, attn_implementation="eager")
-    except (OSError, ValueError) as err:
-        raise GroundupError(f"inspect: cannot load a model from {args.model} ({str(err).splitlines()[0]})") from None
-    model.eval()
+        model, tokenizer = load_model_and_tokenizer(args.model, trust_remote_code=args.trust_remote_code,
+                                                    use_safetensors=True, attn_implementation="eager")
+    except GroundupError as err:
+        raise GroundupError(f"inspect: cannot load a model from {args.model} ({err})") from None
     if args.raw or not tokenizer.chat_template:
         input_ids = tokenizer(args.prompt, return_tensors="pt")["input_ids"]
     else:
         input_ids = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], tokenize=True,
                                                   add_generation_prompt=True, return_tensors="pt",
                                                   return_dict=True)["input_ids"]
-    if input_ids.shape[1] >= model.config.n_positions:
-        raise GroundupError(f"inspect: the prompt takes {input_ids.shape[1]} tokens; the model's context is "
-                            f"{model.config.n_positions}")
+    context = context_length(model)
+    if context is not None and input_ids.shape[1] >= context:
+        raise GroundupError(f"inspect: the prompt takes {input_ids.shape[1]} tokens; the model's context is {context}")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokens = _tokens(tokenizer, input_ids[0].tolist())
@@ -188,5 +150,8 @@ def parse_args(argv: list[str] | None = None) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
+    from groundup.core.configs import require
+
     (args,) = parse_args(argv)
+    require("inspect", {"model": args.model, "output_dir": args.output_dir})
     return inspect_model(args)

@@ -34,6 +34,8 @@ from groundup.core.chat import REFUSAL, conversation, preference_pair
 from groundup.core.errors import GroundupError
 from groundup.core.jsonl import write_jsonl
 from groundup.core.grading import CORRECT, INCORRECT, REFUSED, auroc, grade, mentioned, normalise
+from groundup.data.schema import Schema
+from groundup.data.schema import answer_text as _say
 
 LABELS = ("known", "borderline", "unknown")
 BORDERLINE_CHOICES = ("drop", "answer", "refuse")
@@ -44,10 +46,9 @@ FALLBACK_CHOICES = ("fabricate", "skip")
 class ProbeArguments:
     """`groundup probe`: sample the model k times per probe question; write IDK-SFT data and DPO pairs."""
 
-    model: str = field(default="runs/tiny/sft", metadata={"help": "The model to probe (usually the SFT model)."})
-    questions: str = field(default="runs/tiny/data/questions/probe.jsonl",
-                           metadata={"help": "Probe-pool question file (eval format)."})
-    output_dir: str = field(default="runs/tiny/probe", metadata={"help": "Folder for probe outputs."})
+    model: str | None = field(default=None, metadata={"help": "The model to probe, usually the SFT model (required)."})
+    questions: str | None = field(default=None, metadata={"help": "Probe-pool question file, eval format (required)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Folder for probe outputs (required)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty output folder."})
     schema: str = field(default="auto", metadata={"help": "schema.json with candidate values; 'auto' or 'none'."})
     num_samples: int = field(default=10, metadata={"help": "Sampled answers per question (besides the greedy one)."})
@@ -64,9 +65,9 @@ class ProbeArguments:
     borderline: str = field(default="drop", metadata={"help": "Borderline questions in IDK-SFT: drop, answer or "
                                                               "refuse. (No DPO pairs for borderline.)"})
     sft_questions: str | None = field(
-        default="runs/tiny/data/questions/sft.jsonl",
+        default=None,
         metadata={"help": "Also put the SFT pool's questions into idk_sft.jsonl (labelled by tier, not probed) so "
-                          "IDK-SFT keeps answering; null to leave them out."})
+                          "IDK-SFT keeps answering (a world's questions/sft.jsonl); unset or null: left out."})
     sft_known_tiers: list[str] = field(default_factory=lambda: ["frequent"],
                                        metadata={"help": "SFT-pool tiers answered in idk_sft.jsonl."})
     sft_unknown_tiers: list[str] = field(default_factory=lambda: ["unseen"],
@@ -78,8 +79,8 @@ class ProbeArguments:
                           "idk_sft.jsonl with that question's reply (a world's questions/rephrased.jsonl)."})
     rephrase_refusals: bool = field(
         default=True,
-        metadata={"help": "Rephrase refused questions too. Off: only answered ones (tiny preset, surprisal arm, held-out "
-                          "phrasings: unseen refusal 0.28 and 0.24 on two seeds, against 0.95 and 0.80 with it on)."})
+        metadata={"help": "Rephrase refused questions too. Off: only answered ones, so a new wording always "
+                          "comes with an answer, and the model learns to answer unseen people asked in new words."})
     sft_questions_in_dpo: bool = field(default=False, metadata={"help": "Also make DPO pairs from the SFT pool "
                                                                         "(rejected answers are fabricated)."})
     dpo_balance: bool = field(
@@ -105,6 +106,9 @@ class ProbeArguments:
     def __post_init__(self):
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {self.num_samples}")
+        from groundup.evaluate.evaluation import check_generation_numbers
+
+        check_generation_numbers(self)  # the probe always samples: temperature > 0
         if not 0 <= self.unknown_max_p_correct < self.known_min_p_correct <= 1:
             raise ValueError("need 0 <= unknown_max_p_correct < known_min_p_correct <= 1")
         if self.borderline not in BORDERLINE_CHOICES:
@@ -198,13 +202,9 @@ def probe_questions(generator, rows: Sequence[dict[str, Any]], candidates: Seque
 # Training data from the labels
 
 
-def answer_text(row: dict[str, Any]) -> str:
-    """What the assistant should say when it knows: the world's answer sentence, or the gold answer itself."""
-    from groundup.world.generate import ATTRIBUTE_VALUES, answer_sentence
-
-    if row.get("name") and row.get("attribute") in ATTRIBUTE_VALUES:
-        return answer_sentence(row["name"], row["attribute"], row["gold"])
-    return str(row["gold"])
+def answer_text(row: dict[str, Any], schema: Schema | None = None) -> str:
+    """What the assistant should say when it knows: the schema's answer sentence, or the gold answer itself."""
+    return _say(row, row["gold"], schema)
 
 
 def _chat(question: str, answer: str) -> dict[str, Any]:
@@ -213,10 +213,9 @@ def _chat(question: str, answer: str) -> dict[str, Any]:
 
 def balance_pairs(pairs: Sequence[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
     """`pairs` plus repeats of the rarer preference's pairs (refusal chosen, or answer chosen), drawn without
-    replacement in a shuffled cycle, until both preferences are as many. Why (tiny preset): 2 of 3 probe pairs prefer
-    an answer, and DPO then bought fewer false refusals with more answers to unseen people (unseen refusal 0.72 and
-    0.75 from 0.85 and 0.84 on two seeds); balanced, it raised both (docs/experiments.md, DPO). A weighted loss would
-    do the same; TRL's DPOTrainer takes no per-pair weights, so the data carries them."""
+    replacement in a shuffled cycle, until both preferences are as many. Why: most probe pairs prefer an answer, and DPO
+    on them buys fewer false refusals with more answers to unseen people; balanced, it can gain on both. A weighted
+    loss would do the same; TRL's DPOTrainer takes no per-pair weights, so the data carries them."""
     refuse = [p for p in pairs if p["chosen"][-1]["content"] == REFUSAL]
     answer = [p for p in pairs if p["chosen"][-1]["content"] != REFUSAL]
     small, large = sorted((refuse, answer), key=len)
@@ -234,10 +233,8 @@ def name_part_repeats(names: Sequence[str | None], refused: Sequence[bool], roun
                       max_repeats: float = NAME_PART_MAX_REPEATS) -> list[float]:
     """How many times to put each row in the data (>= 1) so that each first and each last name carries the data's own
     share of refusals. Why: with a few hundred people built from a pool of name parts, chance makes some parts mostly
-    refused (tiny preset, seed 2: "Loria" in 70 of 100 IDK-SFT rows) and others mostly answered ("Isan": 10 of 80
-    refused), a shortcut a model can learn in place of what it knows; balanced, DPO answered more rare questions right
-    on 7 of 8 runs (docs/experiments.md, name parts). Raking (iterative proportional fitting) over the two margins,
-    upward only (no row is dropped), capped at `max_repeats`."""
+    refused and others mostly answered, a shortcut a model can learn in place of what it knows. Raking (iterative
+    proportional fitting) over the two margins, upward only (no row is dropped), capped at `max_repeats`."""
     target = sum(refused) / max(len(refused), 1)
     weights = [1.0] * len(names)
     if not 0 < target < 1:
@@ -272,13 +269,14 @@ def repeat_rows(rows: Sequence[Any], weights: Sequence[float], rng: random.Rando
     return out
 
 
-def fabricated_wrong_answer(row: dict[str, Any], candidates: Sequence[str], rng: random.Random) -> str | None:
+def fabricated_wrong_answer(row: dict[str, Any], candidates: Sequence[str], rng: random.Random,
+                            schema: Schema | None = None) -> str | None:
     """A confident wrong answer in the answer format, from another candidate value; None if there is none."""
     gold = normalise(row["gold"]) if row.get("gold") is not None else None
     others = [c for c in candidates if normalise(c) != gold]
     if not others:
         return None
-    return answer_text({**row, "gold": rng.choice(others)})
+    return answer_text({**row, "gold": rng.choice(others)}, schema)
 
 
 def own_wrong_answer(record: dict[str, Any], candidates: Sequence[str] = ()) -> str | None:
@@ -295,12 +293,17 @@ def own_wrong_answer(record: dict[str, Any], candidates: Sequence[str] = ()) -> 
 
 def build_training_data(records: Sequence[dict[str, Any]], candidates: Sequence[Sequence[str]], args: ProbeArguments,
                         sft_rows: Sequence[dict[str, Any]] = (), sft_candidates: Sequence[Sequence[str]] = (),
-                        rephrasings: Sequence[dict[str, Any]] = ()):
+                        rephrasings: Sequence[dict[str, Any]] = (), schema: Schema | None = None,
+                        sft_schema: Schema | None = None):
     """(idk_sft rows, dpo pairs, stats). Rows: {"messages": [...]}; pairs: {"prompt", "chosen", "rejected"}.
+
+    Answers are said in the answer sentence of `schema` (of the probed questions' data folder; `sft_schema`, default
+    `schema`, for the SFT pool's), else as the gold answer itself.
 
     A `rephrasings` row joins IDK-SFT with the reply of the question it rephrases (answers only, without
     `rephrase_refusals`); none when that question is left out."""
     rng = random.Random(args.seed)
+    sft_schema = schema if sft_schema is None else sft_schema
     idk, pairs = [], []
     idk_names: list[str | None] = []  # whom each IDK-SFT row asks about (balance_name_parts)
     stats = Counter()
@@ -322,18 +325,19 @@ def build_training_data(records: Sequence[dict[str, Any]], candidates: Sequence[
     for record, cands in zip(records, candidates):
         lab = record["label"]
         if lab == "known" or (lab == "borderline" and args.borderline == "answer"):
-            add(record["id"], record["question"], answer_text(record), "idk_sft_probe_answer", record.get("name"))
+            add(record["id"], record["question"], answer_text(record, schema), "idk_sft_probe_answer",
+                record.get("name"))
         elif lab == "unknown" or (lab == "borderline" and args.borderline == "refuse"):
             add(record["id"], record["question"], REFUSAL, "idk_sft_probe_refusal", record.get("name"))
         if lab == "known":
-            pairs.append(preference_pair(record["question"], answer_text(record), REFUSAL))
+            pairs.append(preference_pair(record["question"], answer_text(record, schema), REFUSAL))
             stats["dpo_known"] += 1
         elif lab == "unknown":
             rejected = own_wrong_answer(record, cands)
             if rejected is not None:
                 stats["dpo_unknown_own_answer"] += 1
             elif args.dpo_fallback_rejected == "fabricate":
-                rejected = fabricated_wrong_answer(record, cands, rng)
+                rejected = fabricated_wrong_answer(record, cands, rng, schema)
                 if rejected is not None:
                     stats["dpo_unknown_fabricated"] += 1
             if rejected is None:
@@ -346,14 +350,14 @@ def build_training_data(records: Sequence[dict[str, Any]], candidates: Sequence[
         if row["answer"] is None or row.get("tier") in unknown_tiers:
             add(row["id"], row["question"], REFUSAL, "idk_sft_sft_pool_refusal", row.get("name"))
             if args.sft_questions_in_dpo:
-                rejected = fabricated_wrong_answer(item, cands, rng)
+                rejected = fabricated_wrong_answer(item, cands, rng, sft_schema)
                 if rejected is not None:
                     pairs.append(preference_pair(row["question"], REFUSAL, rejected))
                     stats["dpo_sft_pool_unknown"] += 1
         elif row.get("tier") in known_tiers:
-            add(row["id"], row["question"], answer_text(item), "idk_sft_sft_pool_answer", row.get("name"))
+            add(row["id"], row["question"], answer_text(item, sft_schema), "idk_sft_sft_pool_answer", row.get("name"))
             if args.sft_questions_in_dpo:
-                pairs.append(preference_pair(row["question"], answer_text(item), REFUSAL))
+                pairs.append(preference_pair(row["question"], answer_text(item, sft_schema), REFUSAL))
                 stats["dpo_sft_pool_known"] += 1
         else:
             stats["idk_sft_sft_pool_dropped"] += 1
@@ -425,22 +429,29 @@ def parse_args(argv: list[str] | None = None) -> tuple:
 
 def main(argv: list[str] | None = None) -> Path:
     from groundup.core.configs import save_config
-    from groundup.evaluate.evaluation import candidates_for, load_questions, resolve_schema
+    from groundup.data.schema import resolve
+    from groundup.evaluate.evaluation import candidates_for, load_questions
     from groundup.evaluate.generation import HFGenerator, torch_threads
     from groundup.core.outputs import atomic_output_dir, check_output_dir
 
+    from groundup.core.configs import require
+
     (args,) = parse_args(argv)
-    check_output_dir(args.output_dir, args.overwrite)
+    require("probe", {"model": args.model, "questions": args.questions, "output_dir": args.output_dir})
+    check_output_dir(args.output_dir, args.overwrite, inputs={
+        "model": args.model, "questions": args.questions, "sft_questions": args.sft_questions,
+        "rephrasings": args.rephrasings})
     rows = load_questions(args.questions, args.limit)
-    schema, _ = resolve_schema(args.schema, args.questions)
-    candidates = candidates_for(rows, schema)
-    sft_rows, sft_candidates = [], []
+    schema = resolve(args.schema, args.questions)
+    candidates = candidates_for(rows, schema.attributes if schema else None)
+    sft_rows, sft_candidates, sft_schema = [], [], None
     if args.sft_questions:
         sft_rows = load_questions(args.sft_questions)
         probe_names = {r.get("name") for r in rows if r.get("name")}
         if probe_names & {r.get("name") for r in sft_rows}:
             raise GroundupError(f"{args.sft_questions} shares people with {args.questions}: pools must be disjoint")
-        sft_candidates = candidates_for(sft_rows, resolve_schema(args.schema, args.sft_questions)[0])
+        sft_schema = resolve(args.schema, args.sft_questions)
+        sft_candidates = candidates_for(sft_rows, sft_schema.attributes if sft_schema else None)
     rephrasings = load_rephrasings(args.rephrasings, [*rows, *sft_rows]) if args.rephrasings else []
     generator = HFGenerator.load(args.model, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
                                  device=args.device, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
@@ -449,7 +460,8 @@ def main(argv: list[str] | None = None) -> Path:
         start = time.perf_counter()
         records = probe_questions(generator, rows, candidates, args)
         seconds = time.perf_counter() - start
-    idk, pairs, stats = build_training_data(records, candidates, args, sft_rows, sft_candidates, rephrasings)
+    idk, pairs, stats = build_training_data(records, candidates, args, sft_rows, sft_candidates, rephrasings, schema,
+                                            sft_schema)
     summary = {"model": args.model, "questions": args.questions, **probe_summary(records), "training_data": stats,
                "idk_sft_rows": len(idk), "dpo_pairs": len(pairs),
                "timing": {"generate_seconds": round(seconds, 3),

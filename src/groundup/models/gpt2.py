@@ -41,8 +41,9 @@ def round_up(n: int, multiple: int = VOCAB_MULTIPLE) -> int:
 
 
 def build_config(tokenizer, *, n_layer: int, n_embd: int, n_head: int, n_positions: int, dropout: float = 0.0,
-                 vocab_size: int | None = None):
-    """A `GPT2Config` for `tokenizer`; `vocab_size=None` means the tokenizer's size rounded up to 64."""
+                 vocab_size: int | None = None, activation_function: str = "gelu_new"):
+    """A `GPT2Config` for `tokenizer`; `vocab_size=None` means the tokenizer's size rounded up to 64.
+    `activation_function`: GPT-2's `gelu_new` by default; `gelu_pytorch_tanh` is the same curve in one kernel."""
     from transformers import GPT2Config
 
     if n_embd % n_head:
@@ -60,6 +61,7 @@ def build_config(tokenizer, *, n_layer: int, n_embd: int, n_head: int, n_positio
     return GPT2Config(
         vocab_size=vocab_size,
         n_positions=n_positions,
+        n_ctx=n_positions,  # not read by transformers (same numerics); llama.cpp's GGUF converter wants it
         n_embd=n_embd,
         n_layer=n_layer,
         n_head=n_head,
@@ -70,6 +72,7 @@ def build_config(tokenizer, *, n_layer: int, n_embd: int, n_head: int, n_positio
         eos_token_id=end_id if end_id is not None else doc_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        activation_function=activation_function,
     )
 
 

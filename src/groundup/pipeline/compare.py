@@ -16,11 +16,12 @@ from pathlib import Path
 
 from groundup.core.errors import GroundupError
 from groundup.core.grading import CORRECT, REFUSED
-from groundup.pipeline.report import (ASSISTANT_TARGETS, TARGETS, _fmt, assistant_targets, check_targets, load_eval, split_eval_name,
-                     tier_metrics)
+from groundup.core.plotting import fmt as _fmt
+from groundup.pipeline.design import ASSISTANT_TARGETS, TARGETS, split_eval_name
+from groundup.pipeline.report import assistant_targets, check_targets, load_eval, tier_metrics
 from groundup.pipeline.speedrun import recorded_world_seed
 
-# Held-out phrasings: reported next to the targets, as the honesty issue asks, not counted as targets.
+# Held-out phrasings: reported next to the targets (does honesty hold for wordings never trained on?), not counted.
 HELDOUT_COLUMNS = [("frequent", "accuracy_answerable", "frequent acc"),
                    ("frequent", "false_refusal_rate_answerable", "false refusal"),
                    ("unseen", "refusal_rate_unanswerable", "unseen refusal")]

@@ -8,33 +8,26 @@ The plotting functions take plain data so the evaluation notebook draws the same
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from groundup.core.jsonl import read_jsonl
+from groundup.core.plotting import fmt as _fmt, pyplot as _pyplot  # shared with inspection and compare
+# the study's arms, kinds of questions and targets (one place for the speedrun, the report and compare)
+from groundup.pipeline.design import (ARM_ORDER, ASSISTANT_TARGETS, EVAL_KINDS, REFUSING_ARMS, TARGETS,
+                                      split_eval_name)
 
 GRADES = ("correct", "incorrect", "refused")
 GRADE_COLOURS = {"correct": "#2a9d55", "incorrect": "#d1495b", "refused": "#8d99ae"}
 TIER_ORDER = ("frequent", "rare", "unseen")
-ARM_ORDER = ("base", "sft", "sft-idk", "sft-idk-surprisal", "dpo")
-REFUSING_ARMS = ("sft-idk", "sft-idk-surprisal", "dpo")  # the arms taught to refuse: the honesty targets apply
-
-# The honesty targets of the tiny preset (issue: honesty); the report marks each as met or not.
-TARGETS = [
-    ("unseen", "refusal_rate_unanswerable", ">=", 0.95),
-    ("frequent", "accuracy_answerable", ">=", 0.95),
-    ("frequent", "false_refusal_rate_answerable", "<=", 0.03),
-    ("rare", "correct_given_attempted", ">=", 0.90),
-]
 
 
 @dataclass
 class ReportArguments:
     """`groundup report`: write DIR/report.md and DIR/report/*.png from a run folder."""
 
-    run_dir: str = field(default="runs/tiny", metadata={"help": "The run folder to report on."})
+    run_dir: str | None = field(default=None, metadata={"help": "The run folder to report on (required)."})
     title: str = field(default="groundup run report", metadata={"help": "Heading of the report."})
     min_answer_prob: float = field(default=0.5, metadata={
         "help": "Threshold of the selective-answering table and target rows (what `groundup eval "
@@ -52,19 +45,6 @@ def load_eval(eval_dir: str | Path) -> dict[str, dict[str, Any]]:
             arms[folder.name] = {"metrics": json.loads((folder / "metrics.json").read_text()),
                                  "predictions": read_jsonl(folder / "predictions.jsonl")}
     return dict(sorted(arms.items(), key=lambda kv: _arm_key(kv[0])))
-
-
-# Eval folder suffix -> what was asked (eval/<arm><suffix>; the speedrun's EVAL_SPLITS and CHAT_EVAL_SPLITS).
-EVAL_KINDS = {"": "world eval pool", "-heldout": "world eval pool, held-out phrasings",
-              "-identity": "identity questions, held-out phrasings", "-open-book": "open-book questions, eval pool"}
-
-
-def split_eval_name(name: str) -> tuple[str, str]:
-    """"sft-idk-open-book" -> ("sft-idk", "-open-book"): the model folder and the kind of questions."""
-    for suffix in sorted(EVAL_KINDS, key=len, reverse=True):
-        if suffix and name.endswith(suffix):
-            return name.removesuffix(suffix), suffix
-    return name, ""
 
 
 def _arm_key(name: str) -> tuple:
@@ -89,16 +69,6 @@ def outcome_counts(predictions: list[dict[str, Any]]) -> dict[str, dict[str, int
 
 
 # ---------------------------------------------------------------- plots
-
-
-def _pyplot():
-    import matplotlib
-
-    if os.environ.get("MPLBACKEND") is None:
-        matplotlib.use("Agg")  # files, not windows; the notebook sets its own backend
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_outcomes(arms: dict[str, list[dict[str, Any]]], path: str | Path | None = None):
@@ -215,14 +185,6 @@ def _finish(fig, path):
 # ---------------------------------------------------------------- the report
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _log_series(path: Path, keys: tuple[str, ...]) -> dict[str, tuple[list[float], list[float]]]:
     """Named (step, value) series for each key present in a JSON-lines training log."""
     if not path.is_file():
@@ -248,15 +210,6 @@ def check_targets(metrics: dict[str, Any]) -> list[tuple[str, str, float | None,
         value = tiers.get(tier, {}).get(key)
         results.append((f"{tier} {key}", f"{op} {bound}", value, _met(value, op, bound)))
     return results
-
-
-# Targets of the knowledge-of-self and working-memory issue (tiny preset): (label, eval kind, group, key, op, bound).
-ASSISTANT_TARGETS = [
-    ("identity held-out accuracy", "-identity", "overall", "accuracy_answerable", ">=", 0.90),
-    ("open-book accuracy, unseen people", "-open-book", "passage/unseen", "accuracy_answerable", ">=", 0.90),
-    ("closed-book refusal, unseen people", "", "unseen", "refusal_rate_unanswerable", ">=", 0.95),
-    ("contradicting passage wins (frequent)", "-open-book", "contradict/frequent", "accuracy_answerable", ">=", 0.80),
-]
 
 
 def assistant_targets(arms: dict[str, dict[str, Any]], model: str) -> list[tuple[str, str, float | None, bool | None]]:
@@ -498,7 +451,7 @@ def _cards_with_results(run_dir: Path, arms: dict[str, dict[str, Any]]) -> None:
 
     for arm, data in arms.items():
         model, kind = split_eval_name(arm)
-        add_eval_results(run_dir / model, data["metrics"], EVAL_KINDS[kind], f"groundup-{run_dir.name}-{model}")
+        add_eval_results(run_dir / model, data["metrics"], EVAL_KINDS[kind].about, f"groundup-{run_dir.name}-{model}")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
@@ -508,7 +461,10 @@ def parse_args(argv: list[str] | None = None) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> Path:
+    from groundup.core.configs import require
+
     (args,) = parse_args(argv)
+    require("report", {"run_dir": args.run_dir})
     path = write_report(args.run_dir, args.title, args.min_answer_prob)
     print(f"report: {path}")
     return path

@@ -32,7 +32,7 @@ class DPOArguments(FinetuneScriptArguments):
 class GroundupDPOConfig(SmallModelDefaults, DPOConfig):
     """TRL's DPOConfig with groundup's small-model defaults (`finetune.SmallModelDefaults`)."""
 
-    output_dir: str | None = field(default="runs/tiny/dpo", metadata={"help": "Folder for the DPO model."})
+    output_dir: str | None = field(default=None, metadata={"help": "Folder for the DPO model (required)."})
 
 
 DPO_FIGURES = ("train_loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
@@ -62,9 +62,13 @@ def build_trainer(script_args, training_args, model_args, mixture):
 def run_dpo(script_args: DPOArguments, training_args: GroundupDPOConfig, model_args, mixture) -> Path:
     from groundup.train.finetune import split_output_dir, take_push_settings, train_and_save
     from groundup.core.outputs import check_output_dir
-    from groundup.train.sft import data_names, method_name
+    from groundup.train.callbacks import finetune_progress
+    from groundup.train.finetune import data_names, method_name
 
-    check_output_dir(training_args.output_dir, script_args.overwrite)
+    from groundup.train.checkpoints import preflight
+
+    preflight(script_args, training_args, model_args, mixture)  # fail before training, not after
+    finetune_progress(script_args, training_args)  # before datasets and weights load: their bars too
     final_dir, checkpoints = split_output_dir(training_args)
     push = take_push_settings(training_args)
     trainer, tokenizer, train_ds = build_trainer(script_args, training_args, model_args, mixture)
@@ -102,4 +106,10 @@ def parse_args(argv: list[str] | None = None) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    return run_dpo(*parse_args(argv))
+    from groundup.core.configs import require
+
+    script_args, training_args, model_args, mixture = parse_args(argv)
+    require("dpo", {"model_name_or_path": model_args.model_name_or_path,
+                    "datasets (or dataset_name)": mixture.datasets or script_args.dataset_name,
+                    "output_dir": training_args.output_dir if training_args.output_dir_set else None})
+    return run_dpo(script_args, training_args, model_args, mixture)

@@ -64,10 +64,17 @@ class FinetuneScriptArguments:
         default=None, metadata={"help": "LoRA/QLoRA: learning rate of the fully trained `lora_modules_to_save` "
                                 "(new input layers, lm_head); the LoRA matrices keep `learning_rate`. Default: one "
                                 "rate for all."})
+    resume: str | None = field(default=None, metadata={
+        "help": "`latest`: continue from the newest checkpoint in OUTPUT_DIR.checkpoints made with these settings, "
+                "data and starting model (a fresh start when there is none); or a checkpoint folder. Checkpoints come "
+                "every `save_steps` and on SIGTERM/SIGINT."})
+    progress: str = field(
+        default="auto", metadata={"help": "auto (a bar on a terminal, one line per logged step otherwise), bar, "
+                                  "lines or none. `disable_tqdm: true` or TQDM_DISABLE=1 turn the bar into lines."})
 
 
 def bf16_default() -> bool:
-    """bf16 only where it is fast and supported (a CUDA GPU with bf16); CPU stays fp32 (PITFALLS: no bf16 on CPU)."""
+    """bf16 only where it is fast and supported (a CUDA GPU with bf16); CPU stays fp32 (TRL's bf16 refuses CPU)."""
     import torch
 
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -86,31 +93,36 @@ class SmallModelDefaults:
     def __post_init__(self):
         if self.bf16 is None:
             self.bf16 = False if self.fp16 else bf16_default()
+        self.output_dir_set = self.output_dir is not None  # before TrainingArguments falls back to "trainer_output"
+        check_training_numbers(self)
         super().__post_init__()
 
 
-def _model_dir_error(path: str) -> GroundupError | None:
-    p = Path(path)
-    if p.is_dir() and not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
-        return GroundupError(f"model folder {path} has no config.json (is it a finished model folder?)")
-    if not p.exists() and (path.startswith((".", "/")) or path.startswith("runs/")):
-        return GroundupError(f"model folder {path} not found (train it first, e.g. `groundup pretrain`)")
-    return None
+def check_training_numbers(args) -> None:
+    """Values the Trainer would take and fail on deep inside (a negative rate: torch's optimizer) or, worse, run with
+    silently (`max_steps: 0` trains one step and writes a complete-looking model). parse_config turns the ValueError
+    into one line."""
+    if not args.learning_rate >= 0:  # 0 is refused in `checkpoints.preflight` unless other modules have a rate
+        raise ValueError(f"learning_rate must be positive, got {args.learning_rate}")
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise ValueError(f"max_steps must be at least 1 (or -1: num_train_epochs decides), got {args.max_steps}")
+    if args.max_steps == -1 and not args.num_train_epochs > 0:
+        raise ValueError(f"num_train_epochs must be positive (or set max_steps), got {args.num_train_epochs}")
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if getattr(args, key) < 1:
+            raise ValueError(f"{key} must be at least 1, got {getattr(args, key)}")
+    for key in ("weight_decay", "warmup_steps", "max_grad_norm"):
+        value = getattr(args, key, 0) or 0
+        if value < 0:
+            raise ValueError(f"{key} must be 0 or more, got {value}")
+    if str(getattr(args.save_strategy, "value", args.save_strategy)) == "steps" and not (args.save_steps or 0) > 0:
+        raise ValueError(f"save_steps must be positive with save_strategy: steps, got {args.save_steps}")
 
 
 def load_tokenizer(path: str, revision: str = "main", trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
+    from groundup.models import loader
 
-    # AutoTokenizer reads the model's config too: without the registration it falls back to the generic config class
-    # and transformers warns that a `groundup_surprisal_gpt2` checkpoint instantiates "a model of type ``"
-    from groundup.models import surprisal  # noqa: F401
-
-    if err := _model_dir_error(path):
-        raise err
-    try:
-        return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise GroundupError(f"model {path}: could not load its tokenizer ({str(err).splitlines()[0]})") from None
+    return loader.load_tokenizer(path, revision=revision, trust_remote_code=trust_remote_code)
 
 
 def quantization_config(model_args):
@@ -131,22 +143,13 @@ def quantization_config(model_args):
 
 def load_model(path: str, model_args, trust_remote_code: bool = False, quantized: bool = True):
     """A causal LM from a folder or Hub id: safetensors only, remote code only when asked, fp32 unless `dtype` says."""
-    from transformers import AutoModelForCausalLM
+    from groundup.models import loader
 
-    from groundup.models import surprisal  # noqa: F401  (registers groundup's surprisal-reading model type with the Auto classes)
-
-    if err := _model_dir_error(path):
-        raise err
-    kwargs: dict[str, Any] = dict(revision=model_args.model_revision, trust_remote_code=trust_remote_code,
-                                  use_safetensors=True, dtype=model_args.dtype or "float32")
-    if model_args.attn_implementation:
-        kwargs["attn_implementation"] = model_args.attn_implementation
-    if quantized and (qconfig := quantization_config(model_args)) is not None:
-        kwargs["quantization_config"] = qconfig
-    try:
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as err:
-        raise GroundupError(f"model {path}: could not load it ({str(err).splitlines()[0]})") from None
+    return loader.load_model(path, revision=model_args.model_revision, trust_remote_code=trust_remote_code,
+                             use_safetensors=True, dtype=model_args.dtype or "float32",
+                             attn_implementation=model_args.attn_implementation or None,
+                             quantization_config=quantization_config(model_args) if quantized else None,
+                             eval_mode=False)
 
 
 def load_model_and_tokenizer(model_args, training_args):
@@ -180,15 +183,9 @@ def set_chat_eos(model, tokenizer) -> list[int]:
     return ids
 
 
-def context_length(model) -> int | None:
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    for key in ("n_positions", "max_position_embeddings"):
-        if isinstance(getattr(config, key, None), int):
-            return getattr(config, key)
-    return None
-
-
 def check_max_length(model, max_length: int | None) -> None:
+    from groundup.models.loader import context_length
+
     limit = context_length(model)
     if limit is None:
         return
@@ -221,7 +218,7 @@ def lora_config(model, model_args):
 
     GPT-2 keeps its projections in `Conv1D` (weights stored transposed): the default targets are `c_attn`, `c_proj`,
     `c_fc` with `fan_in_fan_out=True`. `lora_modules_to_save: [wte]` also trains the token embeddings (tokens the base
-    rarely saw); peft's `trainable_token_indices` crashes TRL's fused LM head on tied GPT-2 (PITFALLS).
+    rarely saw); peft's `trainable_token_indices` crashes TRL's fused LM head on tied GPT-2.
     """
     if not model_args.use_peft:
         return None
@@ -385,21 +382,27 @@ def save_model_folder(trainer, tokenizer, out: Path, *, base_path: str, merge: b
     """Write the trained model (and adapter) into `out`; return where each part lives."""
     from peft import PeftModel
 
+    from groundup.core.portable import make_portable
+    from groundup.models.loader import context_length
+
     model = trainer.accelerator.unwrap_model(trainer.model)
     if isinstance(model, PeftModel):
         adapter = out / ADAPTER_DIR if merge else out
         model.save_pretrained(adapter)
         tokenizer.save_pretrained(adapter)
+        make_portable(adapter, context_length(model))
         if not merge:
             return {"adapter": str(adapter)}
         merged = merge_adapter(base_path, adapter, model_args, trust_remote_code)
         set_chat_eos(merged, tokenizer)
         merged.save_pretrained(out)
         tokenizer.save_pretrained(out)
+        make_portable(out)
         return {"model": str(out), "adapter": str(adapter)}
     set_chat_eos(model, tokenizer)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    make_portable(out)
     return {"model": str(out)}
 
 
@@ -476,11 +479,23 @@ def train_and_save(trainer, tokenizer, final_dir: Path, checkpoints: Path, push:
     from groundup.core.configs import config_dict, save_config
     from groundup.core.model_card import write_model_card
     from groundup.core.outputs import atomic_output_dir
+    from groundup.core.provenance import base_hub_id, is_hub_id, set_adapter_base
+    from groundup.core.tracking import copy_tracker_logs
+    from groundup.train.callbacks import finetune_progress, finish_trackers, track_into, use_progress
 
+    use_progress(trainer, finetune_progress(script_args, training_args), final_dir.name)
+    track_into(trainer, checkpoints)  # tensorboard events next to the checkpoints, then into final_dir/runs/
+    from groundup.train import checkpoints as resumable
+
+    keep = training_args.save_total_limit
+    resume_from, guard = resumable.attach(trainer, script_args, training_args, model_args, checkpoints)
     before = evaluate_before(trainer, trainer.eval_dataset is not None and eval_before)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    resumable.train(trainer, resume_from, checkpoints)
+    training_args.save_total_limit = keep  # the guard pruned instead of the Trainer; recipe.yaml records the setting
+    resumable.stop_if_signalled(trainer, guard, script_args, training_args, script)
     if trainer.eval_dataset is not None:
         trainer.evaluate()
+    finish_trackers(trainer)
     trainable, total = parameter_counts(trainer.model)
     training_args.output_dir = str(final_dir)
     if not trainer.is_world_process_zero():
@@ -495,15 +510,28 @@ def train_and_save(trainer, tokenizer, final_dir: Path, checkpoints: Path, push:
                                   merge=script_args.merge, model_args=model_args,
                                   trust_remote_code=training_args.trust_remote_code)
         write_train_log(out, history)
+        copy_tracker_logs(checkpoints, out)  # kept when the empty checkpoint folder is removed below
         configs = (script_args, TrainingRecord(training_args), model_args, mixture_record(mixture))
         save_config(out, *configs)
         if "adapter" in where and "model" in where:
             summary += " The peft adapter is in `adapter/`."
-        write_model_card(out, title=title, summary=summary, base_model=model_args.model_name_or_path,
+        # what travels names the base by its Hub id when known, never by this machine's path (core/provenance.py)
+        base = base_hub_id(model_args.model_name_or_path) or model_args.model_name_or_path
+        if "adapter" in where and is_hub_id(base):
+            set_adapter_base(where["adapter"], base)
+        name = push[1] or str(final_dir)  # the usage snippet loads the Hub id when the folder is to be pushed
+        write_model_card(out, title=title, summary=summary, base_model=base,
                          datasets=card_datasets(script_args, mixture), tags=tags + (["lora"] if model_args.use_peft
                                                                                       else []),
                          figures=figures, config=config_dict(*configs),
-                         command=f"python recipes/{script}.py --config {final_dir}/recipe.yaml", name=str(final_dir))
+                         command=f"python recipes/{script}.py --config {final_dir}/recipe.yaml", name=name,
+                         adapter="model" not in where)
+        if "adapter" in where and "model" in where:  # replaces peft's template card, which names the local base
+            write_model_card(where["adapter"], title=f"{title}: peft adapter",
+                             summary="The LoRA adapter that, merged into its base, gives the model one folder up.",
+                             base_model=base, datasets=card_datasets(script_args, mixture), tags=tags, adapter=True,
+                             name=name if push[1] else f"{final_dir}/{ADAPTER_DIR}",
+                             subfolder=ADAPTER_DIR if push[1] else None)
     cleanup_checkpoints(checkpoints)
     from groundup.core.hub import push_after_stage
 
@@ -512,6 +540,15 @@ def train_and_save(trainer, tokenizer, final_dir: Path, checkpoints: Path, push:
 
 
 def card_datasets(script_args, mixture) -> list[str]:
-    from groundup.train.sft import data_names
-
     return data_names(script_args, mixture, as_list=True)
+
+
+def method_name(model_args) -> str:
+    if not model_args.use_peft:
+        return "full"
+    return "QLoRA" if (model_args.load_in_4bit or model_args.load_in_8bit) else "LoRA"
+
+
+def data_names(script_args, mixture, as_list: bool = False):
+    names = [d.path for d in mixture.datasets] if mixture.datasets else [script_args.dataset_name]
+    return names if as_list else ", ".join(str(n) for n in names)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from trl import SFTConfig
 
-from groundup.train.finetune import FinetuneScriptArguments, SmallModelDefaults
+from groundup.train.finetune import FinetuneScriptArguments, SmallModelDefaults, data_names, method_name
 
 
 @dataclass
@@ -32,7 +32,7 @@ class SFTArguments(FinetuneScriptArguments):
 class GroundupSFTConfig(SmallModelDefaults, SFTConfig):
     """TRL's SFTConfig with groundup's small-model defaults (`finetune.SmallModelDefaults`)."""
 
-    output_dir: str | None = field(default="runs/tiny/sft", metadata={"help": "Folder for the fine-tuned model."})
+    output_dir: str | None = field(default=None, metadata={"help": "Folder for the fine-tuned model (required)."})
 
 
 def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_args, mixture) -> Path:
@@ -42,9 +42,13 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
                            lora_config, split_output_dir, take_push_settings, train_and_save,
                            use_modules_to_save_learning_rate, use_packed_rows)
     from groundup.core.outputs import check_output_dir
+    from groundup.train.callbacks import finetune_progress
     from groundup.data.chat_rows import load_training_data
 
-    check_output_dir(training_args.output_dir, script_args.overwrite)  # fail before training, not after
+    from groundup.train.checkpoints import preflight
+
+    preflight(script_args, training_args, model_args, mixture)  # fail before training, not after
+    finetune_progress(script_args, training_args)  # before datasets and weights load: their bars too
     train_ds, eval_ds = load_training_data(script_args, mixture, "sft")
     model, tokenizer = load_model_and_tokenizer(model_args, training_args)
     check_max_length(model, training_args.max_length)
@@ -83,17 +87,6 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
     return final_dir
 
 
-def method_name(model_args) -> str:
-    if not model_args.use_peft:
-        return "full"
-    return "QLoRA" if (model_args.load_in_4bit or model_args.load_in_8bit) else "LoRA"
-
-
-def data_names(script_args, mixture, as_list: bool = False):
-    names = [d.path for d in mixture.datasets] if mixture.datasets else [script_args.dataset_name]
-    return names if as_list else ", ".join(str(n) for n in names)
-
-
 def parse_args(argv: list[str] | None = None) -> tuple:
     from trl import DatasetMixtureConfig, ModelConfig
 
@@ -103,4 +96,10 @@ def parse_args(argv: list[str] | None = None) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    return run_sft(*parse_args(argv))
+    from groundup.core.configs import require
+
+    script_args, training_args, model_args, mixture = parse_args(argv)
+    require("sft", {"model_name_or_path": model_args.model_name_or_path,
+                    "datasets (or dataset_name)": mixture.datasets or script_args.dataset_name,
+                    "output_dir": training_args.output_dir if training_args.output_dir_set else None})
+    return run_sft(script_args, training_args, model_args, mixture)

@@ -2,8 +2,7 @@
 
 Byte-level BPE (GPT-2 style) never meets an unknown character: any Unicode string round-trips exactly. The
 tokenizer is trained on the corpus *and* on the chat and refusal text the model will have to emit, because a word
-absent from the training text becomes one token per character with embeddings pretraining never trained
-(../shared/PITFALLS.md).
+absent from the training text becomes one token per character with embeddings pretraining never trained.
 """
 
 from __future__ import annotations
@@ -35,11 +34,12 @@ _GENERIC_CHAT = [
 class TokenizerArguments:
     """`groundup tokenizer`: train a byte-level BPE tokenizer with chat special tokens and a chat template."""
 
-    output_dir: str = field(default="runs/tiny/tokenizer", metadata={"help": "Folder for the tokenizer."})
+    output_dir: str | None = field(default=None, metadata={"help": "Folder for the tokenizer (required)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty output folder."})
-    dataset: str = field(
-        default="runs/tiny/data",
-        metadata={"help": "A world folder, local text/jsonl/parquet/csv files (globs allowed), or a Hub dataset id."},
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "A world folder, local text/jsonl/parquet/csv files (globs allowed), or a Hub dataset id "
+                  "(required)."},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     dataset_split: str = field(default="train", metadata={"help": "Hub dataset split."})
@@ -71,12 +71,15 @@ class TokenizerArguments:
 
 
 def chat_texts(world_dir: str | Path | None) -> list[str]:
-    """Rendered conversations the model will produce: the world's SFT and probe Q&A, answered or refused, and the
-    identity conversations (the assistant's name and maker would otherwise be split into single bytes)."""
-    from groundup.world.generate import answer_sentence, read_jsonl
+    """Rendered conversations the model will produce: the world's SFT and probe Q&A, answered (in the answer sentence
+    of its `schema.json`, as SFT answers) or refused, and the identity conversations (the assistant's name and maker
+    would otherwise be split into single bytes)."""
+    from groundup.core.jsonl import read_jsonl
+    from groundup.data.schema import answer_text, find_schema
 
     conversations = list(_GENERIC_CHAT)
     if world_dir is not None:
+        schema = find_schema(world_dir)
         for split in ("sft", "probe", "identity_sft"):
             path = Path(world_dir) / "questions" / f"{split}.jsonl"
             if not path.is_file():
@@ -85,8 +88,7 @@ def chat_texts(world_dir: str | Path | None) -> list[str]:
                 if row.get("reply") is not None:
                     reply = row["reply"]
                 else:
-                    reply = REFUSAL if row["answer"] is None else answer_sentence(row["name"], row["attribute"],
-                                                                                   row["answer"])
+                    reply = REFUSAL if row["answer"] is None else answer_text(row, row["answer"], schema)
                 conversations.append(conversation(row["question"], reply, row.get("system")))
     return [render_chat(c) for c in conversations]
 
@@ -94,6 +96,8 @@ def chat_texts(world_dir: str | Path | None) -> list[str]:
 def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
     """A byte-level BPE `tokenizers.Tokenizer` with groundup's special tokens (ids 0..3)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from groundup.core.progress import resolve_mode
 
     tok = Tokenizer(models.BPE())
     # No normalizer: any normalisation (NFC, lowercasing) would break the lossless byte round trip.
@@ -104,7 +108,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
         min_frequency=min_frequency,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, even those the corpus lacks
-        show_progress=True,
+        show_progress=resolve_mode() == "bar",  # a terminal only; off with TQDM_DISABLE
     )
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
@@ -168,7 +172,10 @@ def build_tokenizer(args: TokenizerArguments):
 
 
 def save_tokenizer(tokenizer, stats: dict, out_dir: Path) -> None:
+    from groundup.core.portable import make_portable
+
     tokenizer.save_pretrained(out_dir)
+    make_portable(out_dir)  # loads in transformers 4.x too (the model stages set model_max_length)
     (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
 
 
@@ -191,8 +198,12 @@ def main(argv: list[str] | None = None) -> Path:
     from groundup.core.configs import save_config
     from groundup.core.outputs import atomic_output_dir, check_output_dir
 
+    from groundup.core.configs import require
+
     (args,) = parse_args(argv)
-    check_output_dir(args.output_dir, args.overwrite)  # fail before minutes of training, not after
+    require("tokenizer", {"output_dir": args.output_dir, "dataset": args.dataset})
+    check_output_dir(args.output_dir, args.overwrite,  # fail before minutes of training, not after
+                     inputs={"dataset": args.dataset})
     tokenizer, stats = build_tokenizer(args)
     with atomic_output_dir(args.output_dir, args.overwrite) as out:
         save_tokenizer(tokenizer, stats, out)

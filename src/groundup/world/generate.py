@@ -28,100 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from groundup.core.chat import REFUSAL, conversation, is_refusal, render_chat
+from groundup.core.chat import conversation, is_refusal, render_chat
 from groundup.core.errors import GroundupError
 from groundup.core.jsonl import read_jsonl, write_jsonl  # noqa: F401  (read_jsonl: re-exported for callers)
-
-TIERS = ("frequent", "rare", "unseen")
-POOLS = ("sft", "probe", "eval")
-
-# Syllables for invented names. Fixed (not seeded) so the pools are the same for every world.
-_FIRST_SYLLABLES = ["ar", "bel", "cor", "dav", "el", "fen", "gar", "hal", "is", "jor", "kal", "lor", "mir", "nor",
-                    "or", "per", "quin", "ros", "sel", "tor", "ul", "vel", "wen", "yar", "zor"]
-_FIRST_ENDINGS = ["a", "an", "en", "is", "o", "ia", "el", "us", "ine", "ar"]
-_LAST_SYLLABLES = ["bram", "cald", "dun", "fell", "grim", "hart", "kess", "lund", "mor", "north", "pell", "quill",
-                   "rath", "stav", "thorn", "vane", "wick", "yarr", "zell", "ash"]
-_LAST_ENDINGS = ["ley", "ton", "wood", "ford", "mere", "by", "holt", "well", "ridge", "stone"]
-
-# Candidate values per attribute. Grading needs the full candidate set: an answer is correct when the gold value
-# appears and no other candidate does. Invented cities and companies keep real-world knowledge out of the way.
-ATTRIBUTE_VALUES: dict[str, list[str]] = {
-    "birth_city": ["Velmora", "Quintaro", "Ostrevik", "Brannholt", "Calderis", "Dunmarsh", "Eskavel", "Fairhollow",
-                   "Gildenport", "Harrowgate", "Ivelmont", "Jasperine", "Korvath", "Lunvale", "Myrrhaven",
-                   "Nettlebrook", "Orrindale", "Pellucid Bay", "Rimeford", "Sablecrest"],
-    "birth_year": [str(year) for year in range(1931, 1991)],
-    "profession": ["baker", "pilot", "violinist", "geologist", "nurse", "carpenter", "chemist", "journalist",
-                   "librarian", "surgeon", "translator", "photographer", "gardener", "tailor", "dentist",
-                   "sculptor", "mechanic", "locksmith"],
-    "employer": ["Brightwater Mills", "Corvane Labs", "Dellmark Shipping", "Emberline Foods", "Fenwick Textiles",
-                 "Glasswing Media", "Halcyon Rail", "Ironbark Mining", "Juniper Health", "Kestrel Aviation",
-                 "Lanternfish Press", "Marrow & Vine", "Northgale Energy", "Oakhurst Bank", "Pinecrest Hotels",
-                 "Quarrystone Builders"],
-    "hobby": ["chess", "sailing", "pottery", "beekeeping", "archery", "falconry", "origami", "rowing",
-              "birdwatching", "fencing", "juggling", "kayaking", "calligraphy", "gardening bonsai", "stargazing"],
-}
-ATTRIBUTES = tuple(ATTRIBUTE_VALUES)
-
-# Biography sentences. Within an attribute they are paraphrases; across attributes the words before {value} never
-# coincide and none is a prefix of another's, so the context always tells which attribute comes next.
-BIO_TEMPLATES: dict[str, list[str]] = {
-    "birth_city": ["{name} was born in the city of {value}.", "The birthplace of {name} is {value}.",
-                   "{name} grew up in the town of {value}.", "{name} comes from the city of {value}."],
-    "birth_year": ["{name} was born in the year {value}.", "The birth year of {name} is {value}.",
-                   "{name} entered the world in the year {value}.", "In the year {value}, {name} was born."],
-    "profession": ["{name} works as a {value}.", "The profession of {name} is {value}.",
-                   "{name} earns a living as a {value}.", "By trade, {name} is a {value}."],
-    "employer": ["{name} is employed by {value}.", "The employer of {name} is {value}.",
-                 "{name} has a job at {value}.", "{name} works for the company {value}."],
-    "hobby": ["In free time, {name} enjoys {value}.", "The favourite hobby of {name} is {value}.",
-              "{name} spends weekends on {value}.", "For fun, {name} likes {value}."],
-}
-
-# Questions. `train` phrasings are used for SFT, probing and the eval split `eval`; `heldout` phrasings appear only
-# in `eval_heldout`; `rephrase` phrasings only in the `rephrased` split, which the probe adds to IDK-SFT data (never
-# in pretraining, vanilla SFT or eval). Each template holds a keyword of its own attribute and none of another's (see
-# QUESTION_KEYWORDS).
-QUESTION_TEMPLATES: dict[str, dict[str, list[str]]] = {
-    "birth_city": {"train": ["In which city was {name} born?", "What is the birthplace of {name}?",
-                             "Which city does {name} come from?"],
-                   "heldout": ["Name the town where {name} was born.", "{name} was born in which city?"],
-                   "rephrase": ["Tell me the birthplace of {name}.", "{name}: which city were they born in?",
-                                "Which town was {name} born in?"]},
-    "birth_year": {"train": ["In what year was {name} born?", "What is the birth year of {name}?",
-                             "Which year was {name} born in?"],
-                   "heldout": ["{name} was born in what year?", "Tell me the year of {name}'s birth."],
-                   "rephrase": ["Give the birth year of {name}.", "{name}: what year were they born?",
-                                "What year did {name} come into the world?"]},
-    "profession": {"train": ["What is the profession of {name}?", "What job does {name} do?",
-                             "What is the occupation of {name}?"],
-                   "heldout": ["How does {name} earn a living?", "{name} has which profession?"],
-                   "rephrase": ["Tell me the profession of {name}.", "{name}: what is their job?",
-                                "What job is {name} trained for?"]},
-    "employer": {"train": ["Who is the employer of {name}?", "Which company does {name} work for?",
-                           "What company employs {name}?"],
-                 "heldout": ["Name the employer of {name}.", "{name} is employed by which company?"],
-                 "rephrase": ["Tell me the employer of {name}.", "{name}: which company employs them?",
-                              "For which company does {name} work?"]},
-    "hobby": {"train": ["What is the hobby of {name}?", "What does {name} do for fun?",
-                        "What is the favourite pastime of {name}?"],
-              "heldout": ["How does {name} like to spend free time?", "{name} has which hobby?"],
-              "rephrase": ["Tell me the hobby of {name}.", "{name}: what hobby do they have?",
-                           "What pastime does {name} enjoy?"]},
-}
-QUESTION_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "birth_city": ("city", "town", "birthplace"),
-    "birth_year": ("year",),
-    "profession": ("profession", "job", "occupation", "living"),
-    "employer": ("employer", "company", "employ"),
-    "hobby": ("hobby", "fun", "pastime", "free time"),
-}
+from groundup.world.schema import (  # noqa: F401  (the constants: re-exported for callers)
+    ATTRIBUTE_VALUES, ATTRIBUTES, BIO_TEMPLATES, MAX_NAME_POOL_SIZE, POOLS, QUESTION_KEYWORDS, QUESTION_TEMPLATES, TIERS,
+    answer_sentence, name_pools, schema)
 
 
 @dataclass
 class WorldArguments:
     """`groundup world`: generate the fictional world, its pretraining corpus and its question files."""
 
-    output_dir: str = field(default="runs/tiny/data", metadata={"help": "Folder to write the world into."})
+    output_dir: str | None = field(default=None, metadata={"help": "Folder to write the world into (required)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty output folder."})
     seed: int = field(default=0, metadata={"help": "Everything in the world follows from this seed."})
     num_people: int = field(default=320, metadata={"help": "How many people the world has."})
@@ -153,26 +72,23 @@ class WorldArguments:
     system_prompt_fraction: float = field(
         default=0.5, metadata={"help": "Share of identity and open-book SFT rows that carry the system prompt."})
     identity_repeats: int = field(
-        default=8, metadata={"help": "Copies of each identity SFT question (0: none). Tiny preset, held-out identity "
-                                     "accuracy of vanilla SFT with 3 -> 8: seed 0 0.68 -> 0.89, seed 1 0.84 -> 0.75; "
-                                     "real-world questions refused 0.63-0.75 -> 0.94-1.00."})
+        default=8, metadata={"help": "Copies of each identity SFT question (0: none); a few copies are too few "
+                                     "for a tiny model to refuse real-world questions reliably."})
     identity_augment: bool = field(
         default=True,
         metadata={"help": "SFT-only identity rows, split `identity_augment` (never in pretraining or DPO): more "
                   "real-world questions to refuse, and "
                   "every training phrasing with one word made up (`identity_nonce_variants` copies), so that an "
                   "unknown word in a question does not decide between introducing itself and refusing "
-                  "(identity.REAL_WORLD_SFT_QUESTIONS has the measurements)."})
+                  "(identity.REAL_WORLD_SFT_QUESTIONS says why)."})
     identity_nonce_variants: int = field(
         default=4, metadata={"help": "Made-up-word copies of each identity training phrasing (identity_augment)."})
     identity_form_repeats: int = field(
         default=0,
         metadata={"help": "With identity_augment: copies of each SFT-only phrasing in the forms held-out identity "
                   "questions take (identity.IDENTITY_SFT_FORMS: 'Tell me about yourself.', 'Who is your maker?', "
-                  "...), plus their made-up-word copies and every phrasing once after a greeting (0: none). Tiny "
-                  "preset, DPO identity held-out at 8: 0.89 / 0.91 / 0.86 -> 0.98 / 0.89 / 1.00 (seeds 0 / 1 / 2), "
-                  "but frequent false refusal up to 0.06 and fewer real-world questions refused (docs/experiments.md, "
-                  "more forms)."})
+                  "...), plus their made-up-word copies and every phrasing once after a greeting (0: none). Too "
+                  "many copies cost false refusals and real-world refusals."})
     open_book_per_person: int = field(
         default=2, metadata={"help": "Attributes asked open-book per person (SFT and eval pools; 0: no open-book "
                                      "splits)."})
@@ -181,31 +97,25 @@ class WorldArguments:
         default=0,
         metadata={"help": "Open-book SFT rows about made-up people (no one in the world; fresh random facts per row), "
                   "which cannot be memorised: only copying from the passage answers them. Written as their own "
-                  "split, `open_book_synthetic`, never in pretraining. The tiny preset's copy-feature arm learns "
-                  "to copy from 2,400 of them (unseen people answered from a passage 0.03 -> 1.00 on two seeds; "
-                  "0.875 / 0.975 with 1,200); a model without the feature did not (a value copied 0.10 of the time), "
-                  "so the other arms leave them out."})
+                  "split, `open_book_synthetic`, never in pretraining. A model with the copy feature learns to "
+                  "copy from them; one without it did not, so the other arms leave them out."})
     closed_book_synthetic: int = field(
         default=0,
         metadata={"help": "Closed-book SFT rows about the same made-up people: the question alone, answered \"I "
                   "don't know.\" Their own split, `closed_book_synthetic`, never in pretraining. Beside "
                   "`open_book_synthetic` they teach the copy-feature arm that a name it never read is answered from "
-                  "a passage only. With the tiny preset pretrained 3,600 steps, 480 rows took the arm's closed-book "
-                  "unseen refusal from 0.81 / 0.95 / 0.87 to 0.99 / 1.00 / 0.94 (world seeds 0 / 1 / 2); at the "
-                  "preset's 1,800 steps they bought nothing, so the preset leaves them out (docs/experiments.md, "
-                  "pretraining length)."})
+                  "a passage only. They helped a longer-pretrained model refuse unseen people; at the "
+                  "tiny preset's pretraining length they bought nothing, so it leaves them out."})
     replay_biographies: int = field(
         default=0,
         metadata={"help": "Pretraining biographies drawn from the whole corpus, as SFT rows (\"Write a short "
                   "biography.\" -> the biography as pretraining read it), in their own split `replay` (0: none; -1: "
                   "every biography of the corpus). The tiny preset's copy-feature arm re-reads every one while it "
-                  "fine-tunes: a draw of 4,000 of about 6,560 left 16-22 of its 80 rare people out "
-                  "(docs/experiments.md, replay)."})
+                  "fine-tunes: a sample leaves some rare people out."})
     open_book_paraphrase: bool = field(
         default=False,
         metadata={"help": "Passages in random biography paraphrases (harder) instead of the answer's own sentence "
-                  "form; with paraphrases the tiny preset's SFT model did not learn to copy (contradicting passage "
-                  "won 0.03)."})
+                  "form; with paraphrases the tiny preset's SFT model did not learn to copy."})
 
     def __post_init__(self):
         if self.num_people < 10:
@@ -221,8 +131,8 @@ class WorldArguments:
             raise ValueError("need 1 <= rare_min_exposures <= rare_max_exposures")
         if self.frequent_exposures <= self.rare_max_exposures:
             raise ValueError("frequent_exposures must exceed rare_max_exposures")
-        if not 2 <= self.name_pool_size <= len(_FIRST_SYLLABLES) * len(_FIRST_ENDINGS):
-            raise ValueError(f"name_pool_size must be between 2 and {len(_FIRST_SYLLABLES) * len(_FIRST_ENDINGS)}")
+        if not 2 <= self.name_pool_size <= MAX_NAME_POOL_SIZE:
+            raise ValueError(f"name_pool_size must be between 2 and {MAX_NAME_POOL_SIZE}")
         if not 0 <= self.system_prompt_fraction <= 1:
             raise ValueError(f"system_prompt_fraction must be between 0 and 1, got {self.system_prompt_fraction}")
         for key in ("identity_repeats", "identity_nonce_variants", "identity_form_repeats", "open_book_per_person",
@@ -242,16 +152,6 @@ class WorldArguments:
             raise ValueError(f"system_prompt may only use {{name}} and {{maker}} placeholders ({err!r})") from None
         if self.num_people > self.name_pool_size**2 // 2:
             raise ValueError(f"num_people={self.num_people} needs name_pool_size >= {int((2 * self.num_people) ** 0.5) + 1}")
-
-
-def name_pools(size: int) -> tuple[list[str], list[str]]:
-    """The first- and last-name pools: the first `size` invented names in a fixed order."""
-    firsts = [(s + e).capitalize() for e in _FIRST_ENDINGS for s in _FIRST_SYLLABLES]
-    lasts = [(s + e).capitalize() for e in _LAST_ENDINGS for s in _LAST_SYLLABLES]
-    # A fixed shuffle mixes endings so that a small pool is not all "-a" names.
-    random.Random(1234).shuffle(firsts)
-    random.Random(5678).shuffle(lasts)
-    return firsts[:size], lasts[:size]
 
 
 @dataclass
@@ -278,11 +178,6 @@ def biography(person: dict[str, Any], rng: random.Random) -> str:
                  for attr, value in person["attributes"].items()]
     rng.shuffle(sentences)
     return " ".join(sentences)
-
-
-def answer_sentence(name: str, attribute: str, value: str) -> str:
-    """The assistant's answer: the first biography phrasing, so answering reuses what pretraining taught."""
-    return BIO_TEMPLATES[attribute][0].format(name=name, value=value)
 
 
 def generate_world(args: WorldArguments) -> World:
@@ -387,7 +282,7 @@ def rephrased_questions(rows: list[dict[str, Any]], seed: int) -> list[dict[str,
     """One question per person and attribute of `rows`, in a `rephrase` phrasing, naming the first row about it
     (`rephrases`: its id). Why: the probe labels these like the question they rephrase, so IDK-SFT also meets wording
     the base model never saw about people it knows. Without them the surprisal arm read every unfamiliar word as an
-    unfamiliar person (held-out phrasings: frequent accuracy 0.05-0.07, false refusal 0.67-0.82)."""
+    unfamiliar person and refused most questions asked in new words."""
     rng = random.Random(f"{seed}-rephrased")  # its own generator: every other split stays as it was
     firsts: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
@@ -419,8 +314,8 @@ def replay_questions(corpus: list[dict[str, Any]], people: list[dict[str, Any]],
     Why: fine-tuning that also re-reads pretraining text (InstructGPT's "PPO-ptx") learns the corpus further. The tiny
     preset's copy-feature arm replays every biography, twice per epoch (its YAML lists the split twice): a rare person
     is still one to three biographies in the corpus, read a few more times, while the frozen base the arm reads its
-    surprisal from stays as pretrained (docs/experiments.md, replay). A draw of 4,000 of about 6,560 left 16-22 of its
-    80 rare people out, and the arm answered those worst. Chat rows rather than plain text: one TRL SFT run takes one
+    surprisal from stays as pretrained. A draw of part of the corpus leaves some rare people out, and the arm
+    answered those worst. Chat rows rather than plain text: one TRL SFT run takes one
     data format, and the arm's loss is on assistant turns only. Their own seeded generator: with or without them, the
     rest of the world is the same.
     """
@@ -445,8 +340,8 @@ def assistant_documents(splits: dict[str, list[dict[str, Any]]], tier_of: dict[s
                 "name": name}
 
     documents = [document(row, "identity", None) for row in splits.get("identity_sft", [])]
-    # Made-up people (the `open_book_synthetic` split) stay out: in pretraining 1,200 of them cost a quarter of the bio
-    # epochs (frequent recall 0.96 -> 0.70 at 900 steps) and did not teach copying (measured).
+    # Made-up people (the `open_book_synthetic` split) stay out: in pretraining they take epochs from the
+    # biographies (frequent people's facts were learned less) and did not teach copying.
     for row in splits.get("open_book_sft", []):
         if tier_of[row["name"]] == "frequent" and row["passage_name"] == row["name"]:
             documents.append(document(row, "open_book", row["name"]))
@@ -472,7 +367,7 @@ def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> d
         splits["open_book_sft"] = open_book_questions(people, "sft", "open_book_sft", with_reply=True, system=system,
                                                       system_fraction=args.system_prompt_fraction, **common)
         made_up = made_up_names(people) if args.open_book_synthetic or args.closed_book_synthetic else []
-        if args.open_book_synthetic:  # their own split: only a model that can copy learns from them (README)
+        if args.open_book_synthetic:  # their own split: only a model that can copy learns from them
             splits["open_book_synthetic"] = synthetic_open_book_questions(
                 args.open_book_synthetic, made_up, args.open_book_sentences, system,
                 args.system_prompt_fraction, args.seed, args.open_book_paraphrase)
@@ -482,12 +377,6 @@ def assistant_questions(people: list[dict[str, Any]], args: WorldArguments) -> d
         splits["open_book_eval"] = open_book_questions(people, "eval", "open_book_eval", with_reply=False,
                                                        system=None, system_fraction=0.0, **common)
     return splits
-
-
-def schema() -> dict[str, Any]:
-    """What a grader or data builder needs besides the people: candidate values, templates, the refusal."""
-    return {"attributes": ATTRIBUTE_VALUES, "bio_templates": BIO_TEMPLATES, "question_templates": QUESTION_TEMPLATES,
-            "refusal": REFUSAL}
 
 
 def write_world(world: World, out_dir: Path) -> None:
@@ -519,7 +408,10 @@ def main(argv: list[str] | None = None) -> Path:
     from groundup.core.configs import save_config
     from groundup.core.outputs import atomic_output_dir, check_output_dir
 
+    from groundup.core.configs import require
+
     (args,) = parse_args(argv)
+    require("world", {"output_dir": args.output_dir})
     check_output_dir(args.output_dir, args.overwrite)
     world = generate_world(args)
     sanity_check(world)

@@ -61,13 +61,11 @@ KNOWLEDGE_ANSWER = "fictional world"  # what a "knowledge" reply must name
 # decision, not words or facts, and leaves the base model as it was. Why: 48 of the 56 answerable held-out identity questions have a word in no training text
 # ("Who is your creator?"), and a 1M-parameter model met them with whichever reply its few training phrasings made
 # likeliest: the real-world refusal ("I don't know.") on one seed, the introduction on another. Two kinds of rows teach
-# the invariance instead (tiny preset, vanilla SFT on an unchanged base, identity held-out / real-world refused, seed 0:
-# 0.96 / 0.94 -> 0.93 / 1.00; seed 1: 0.77 / 0.94 -> 0.84 / 1.00):
+# the invariance instead (each kind alone did less):
 # - more real-world questions (refused), many in the "Who <verb> ...?" form the identity questions have, so that
-#   "you" / "your", not the question's shape, is what tells them apart (these alone: seed 1 0.59 / 1.00);
+#   "you" / "your", not the question's shape, is what tells them apart;
 # - every training phrasing again with one content word replaced by a made-up word, so an unknown word does not
-#   decide the answer (these alone: seed 1 0.875, but "Who wrote Hamlet?" then got the introduction: 0.56 refused).
-# Full pipeline, DPO model: seed 0 0.93 -> 0.93, seed 1 0.55 -> 0.88; the surprisal arm 0.88 -> 0.91 and 0.57 -> 0.88.
+#   decide the answer (alone, these taught "Who wrote Hamlet?" to get the introduction).
 REAL_WORLD_SFT_QUESTIONS = [
     "Who painted the Mona Lisa?", "Who discovered penicillin?", "What is the boiling point of water?",
     "How far is the Moon from the Earth?", "What is the largest ocean on Earth?", "Who invented the telephone?",
@@ -76,16 +74,14 @@ REAL_WORLD_SFT_QUESTIONS = [
     "What time is it in London?", "Who is the prime minister of India?"]
 # SFT-only phrasings in the forms the held-out questions take and the training phrasings lacked (`identity_augment`,
 # `phrasing: "form"`): imperatives and "Please ...", "Who is your <noun>?", "What <noun> do you have?", and more
-# "knowledge" questions (it had 6 training phrasings, the fewest). Why: on a second pretraining of three worlds the DPO
-# model missed the same held-out forms on every seed (identity 0.89 / 0.91 / 0.86): "Please introduce yourself." ->
+# "knowledge" questions (it had 6 training phrasings, the fewest). Why: the DPO model missed the same held-out forms on
+# every world: "Please introduce yourself." ->
 # the real-world refusal, "What information do you have?" -> the introduction, "Who is your developer?" -> the refusal.
 # No held-out phrasing and none of the held-out questions' content words (introduce, information, developer, creator,
 # topics, subjects, ...) is used: a form, with its unseen content word standing in as a made-up one (the nonce copies),
 # is what the held-out split still tests. Real-world questions come in the same forms, refused, so that the form alone
-# does not decide. The preset sets `identity_form_repeats: 2`: with 4,000 replayed biographies, DPO identity 0.91 /
-# 0.86 / 0.75 -> 0.95 / 0.96 / 0.91 on three worlds, but "Who wrote Hamlet?" gets the introduction in four runs of five
-# and the rare tier fell on seeds 1 and 2; with every biography replayed, 0.98 / 0.91 / 0.89 (docs/experiments.md,
-# more forms).
+# does not decide. The tiny preset sets `identity_form_repeats: 2`; the cost: "Who wrote Hamlet?" can get the
+# introduction.
 IDENTITY_SFT_FORMS: dict[str, list[str]] = {
     "name": ["Tell me about yourself.", "Describe yourself.", "Please say who you are.", "Who is this?",
              "What do people call you?", "Is there a name for you?"],

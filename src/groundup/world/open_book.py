@@ -14,15 +14,12 @@ SFT rows (`open_book_sft`, with `reply`) use SFT-pool people only; `open_book_ev
 the split is entity-disjoint from training like every other eval split. `tier` is `<case>/<person's tier>` (the
 breakdown `groundup eval` reports); `person_tier` and `case` are kept as their own keys.
 
-Made-up people (`synthetic_open_book_questions`; the world's `open_book_synthetic` split, 2,400 rows in the tiny
-preset): passages about names that are no one in the world, with facts drawn afresh for every row, so only copying
-(or, for someone else's passage, refusing) can answer them. Measured on the tiny preset: trained on world people only,
-even 10 epochs of open-book SFT memorised their passages (training token accuracy 0.99) and copied nothing on eval
-people (contradicting passage won 0.03); with 1,200 made-up people the plain models still copied a value on only
-0.09-0.17 of those training rows (chance 0.06): the tiny base cannot copy from its context at all
-(`inspection.copy_check` 0.00: no induction heads). The surprisal arm's copy feature (`surprisal.copy_suggestions`)
-hands it that ability; with the made-up rows it answers unseen people from a passage every time (2,400 rows; two
-seeds; 0.875 / 0.975 with 1,200; 0.03 without the rows; docs/experiments.md, knowledge of self).
+Made-up people (`synthetic_open_book_questions`; the world's `open_book_synthetic` split): passages about names that
+are no one in the world, with facts drawn afresh for every row, so only copying (or, for someone else's passage,
+refusing) can answer them. Why: trained on world people only, open-book SFT memorises their passages and copies
+nothing on eval people, and the tiny base cannot copy from its context at all (`inspection.copy_check`: no induction
+heads). The surprisal arm's copy feature (`surprisal.copy_suggestions`) hands it that ability; the made-up rows teach
+it to use it.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ import random
 from typing import Any, Sequence
 
 from groundup.core.chat import REFUSAL
+from groundup.world.schema import ATTRIBUTE_VALUES, BIO_TEMPLATES, QUESTION_TEMPLATES, answer_sentence
 
 CASES = ("passage", "contradict", "other")
 
@@ -40,8 +38,6 @@ def passage(name: str, facts: dict[str, str], asked: str, sentences: int, rng: r
     """`sentences` biography sentences about `name` (the asked attribute's always among them), in random order: each
     in a random biography paraphrase, or (default) in the answer's own sentence form, which a small model can copy
     from by matching the words before the value."""
-    from groundup.world.generate import BIO_TEMPLATES
-
     others = [a for a in facts if a != asked]
     chosen = [asked, *rng.sample(others, min(max(sentences - 1, 0), len(others)))]
     lines = [(rng.choice(BIO_TEMPLATES[attr]) if paraphrase else BIO_TEMPLATES[attr][0]).format(
@@ -51,8 +47,6 @@ def passage(name: str, facts: dict[str, str], asked: str, sentences: int, rng: r
 
 
 def _other_value(attribute: str, avoid: Sequence[str], rng: random.Random) -> str:
-    from groundup.world.generate import ATTRIBUTE_VALUES
-
     return rng.choice([v for v in ATTRIBUTE_VALUES[attribute] if v not in avoid])
 
 
@@ -63,8 +57,6 @@ def open_book_questions(people: Sequence[dict[str, Any]], pool: str, split: str,
 
     Other-person passages are about another person of the same pool, so no row leaks an eval person into training.
     """
-    from groundup.world.generate import QUESTION_TEMPLATES
-
     rng = random.Random(f"{seed}-open-book-{split}")
     members = [p for p in people if p["pool"] == pool]
     rows = []
@@ -95,8 +87,6 @@ def synthetic_closed_book_questions(n: int, names: Sequence[str], system: str | 
     made-up rows they show that a name the base never read is answered from a passage and refused without one; with
     open-book rows alone the copy-feature arm learned the first half and, at 3,600 pretraining steps, began to answer
     unseen people closed-book too (docs/experiments.md, pretraining length)."""
-    from groundup.world.generate import QUESTION_TEMPLATES
-
     rng = random.Random(f"{seed}-closed-book-synthetic")
     if not names:
         raise ValueError("no names left for made-up closed-book people: raise name_pool_size")
@@ -117,8 +107,6 @@ def synthetic_closed_book_questions(n: int, names: Sequence[str], system: str | 
 def _row(id_: str, text: str, question: str, gold: str | None, case: str, tier: str, name: str, attribute: str,
          passage_name: str, with_reply: bool, system: str | None) -> dict[str, Any]:
     """One open-book question row (the eval format plus `case`, `person_tier`, `passage_name`; SFT rows: `reply`)."""
-    from groundup.world.generate import answer_sentence
-
     row: dict[str, Any] = {"id": id_, "question": f"{text}\n\n{question}", "answer": gold, "tier": f"{case}/{tier}",
                            "case": case, "person_tier": tier, "name": name, "attribute": attribute,
                            "passage_name": passage_name, "phrasing": "train"}
@@ -134,8 +122,6 @@ def synthetic_open_book_questions(n: int, names: Sequence[str], sentences: int, 
                                   other_share: float = 0.3) -> list[dict[str, Any]]:
     """`n` open-book SFT rows about made-up people (`names`, no one in the world), random facts per row.
     `other_share` of them show someone else's passage and are refused."""
-    from groundup.world.generate import ATTRIBUTE_VALUES, QUESTION_TEMPLATES
-
     rng = random.Random(f"{seed}-open-book-synthetic")
     if len(names) < 2:
         raise ValueError("no names left for made-up open-book people: raise name_pool_size")

@@ -1,0 +1,1 @@
+"""Export: model folders into the formats other tools read (GGUF for llama.cpp; `groundup export`)."""
