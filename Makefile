@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 RUN_DIR ?= runs/tiny
 
-.PHONY: install demo seeds test bench clean
+.PHONY: install demo seeds test bench bench-gpu bench-gpu-dry clean
 
 $(BIN)/groundup: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ test: install
 
 bench: install
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+
+# The one GPU check (docs/speed.md): a table of 124M pretraining vs the nanoGPT-style baseline, SFT/DPO steps/s and the
+# speedruns' wall time, in under 8 minutes on one GPU. bench-gpu-dry: the same steps on a CPU, tiny shapes (< 1 min).
+bench-gpu:
+	bash bench/gpu_check.sh
+
+bench-gpu-dry:
+	GPU_CHECK_DRY=1 bash bench/gpu_check.sh
 
 clean:
 	rm -rf runs/tiny .pytest_cache

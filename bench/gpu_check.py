@@ -167,7 +167,8 @@ def table(log: Path) -> int:
         return r
 
     shape = meta.get("shape", "")
-    ours = pretrain_row(f"pretrain {shape}: groundup (compile, {meta.get('precision', '')})", "pretrain", "pretrain")
+    how = f"compile {meta.get('compile', '?')}, {meta.get('precision', '')}"
+    ours = pretrain_row(f"pretrain {shape}: groundup ({how})", "pretrain", "pretrain")
     base = _read(log, "nanogpt")
     if base and "tokens_per_s" in base:
         mfu = f", MFU {100 * base['mfu']:.1f}%" if base.get("mfu") is not None else ""
@@ -194,9 +195,11 @@ def table(log: Path) -> int:
             rows.append((f"{label} ({shape}, batch 16)", "-", (r or {}).get("error") or _why(status, "finetune")))
     for step, label in (("smoke", "speedrun smoke"), ("tiny", "speedrun tiny")):
         if step in status and status[step][0] == 0:
-            rows.append((label, f"{status[step][1]:.0f} s wall", meta.get("speedrun_note", "")))
+            rows.append((label, f"{status[step][1]:.1f} s wall", meta.get("speedrun_note", "")))
         else:
-            rows.append((label, "-", _why(status, step)))
+            done = _read(log, f"{step}_speedrun") or {}
+            stages = ", ".join(f"{k} {v.get('seconds', 0):.0f} s" for k, v in done.items() if isinstance(v, dict))
+            rows.append((label, "-", _why(status, step) + (f"; stages done: {stages}" if stages else "")))
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
     print(f"\ngroundup GPU check: {meta.get('device', '?')}, torch {meta.get('torch', '?')}"
@@ -211,31 +214,36 @@ def table(log: Path) -> int:
     return 1 if failed else 0
 
 
-def meta(log: Path, dry: bool, shape: str) -> None:
+def meta(log: Path, dry: bool, shape: str, compile: str) -> None:
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     note = "steps run with --dry-run (commands only)" if dry else "whole preset, fresh run folder"
     (log / "meta.json").write_text(json.dumps({"device": device, "torch": torch.__version__, "dry": dry,
-                                               "shape": shape, "precision": precision, "speedrun_note": note}))
+                                               "shape": shape, "precision": precision, "speedrun_note": note,
+                                               "compile": compile}))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["prepare", "finetune", "table", "meta"])
+    parser.add_argument("command", nargs="?", choices=["prepare", "finetune", "table", "meta"])
     parser.add_argument("paths", nargs="*")
     parser.add_argument("--dry", action="store_true")
     parser.add_argument("--shape", default="")
     parser.add_argument("--only", nargs="*", default=[])
+    parser.add_argument("--compile", default="?")
     args = parser.parse_args(argv)
+    if args.command is None:  # `make bench` runs every bench/*.py: this one is run by bench/gpu_check.sh
+        print("bench/gpu_check.py: steps of bench/gpu_check.sh (GPU_CHECK_DRY=1 bash bench/gpu_check.sh on a CPU)")
+        return 0
     if args.command == "prepare":
         prepare(Path(args.paths[0]), args.dry)
         return 0
     if args.command == "finetune":
         return finetune(Path(args.paths[0]), Path(args.paths[1]), args.dry, args.only)
     if args.command == "meta":
-        meta(Path(args.paths[0]), args.dry, args.shape)
+        meta(Path(args.paths[0]), args.dry, args.shape, args.compile)
         return 0
     return table(Path(args.paths[0]))
 

@@ -117,3 +117,31 @@ def test_logits_path_is_bit_identical_to_the_loss_outside_the_model_and_chunked_
         assert torch.allclose(causal_lm_loss(model, x, y, "chunked", 8), before[0], atol=ATOL, rtol=0)
     out = model.generate(x[:1, :4], max_new_tokens=3, do_sample=False, pad_token_id=0)
     assert out.shape == (1, 7)
+
+
+def test_a_deep_copy_computes_with_its_own_weights():
+    import copy
+
+    model = attach_training_loss(_tiny_gpt2(), "logits")
+    rows = torch.randint(61, (2, 9), generator=torch.Generator().manual_seed(2))
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.transformer.wte.weight.mul_(2.0)
+        assert not torch.equal(twin(input_ids=rows).logits, model(input_ids=rows).logits)
+        assert not torch.equal(twin(input_ids=rows[:, :-1], loss_targets=rows[:, 1:]),
+                               model(input_ids=rows[:, :-1], loss_targets=rows[:, 1:]))
+
+
+@pytest.mark.parametrize("implementation", ["logits", "chunked"])
+def test_the_loss_compiles_with_the_model_in_one_graph(implementation):
+    """torch.compile of the model traces the loss with it, no graph break (fullgraph; aot_eager: the trace and the
+    autograd graph, without Inductor's code generation, so it stays fast on CPU)."""
+    torch._dynamo.reset()
+    eager = attach_training_loss(_tiny_gpt2(), implementation, chunk_tokens=13)
+    compiled_model = attach_training_loss(_tiny_gpt2(), implementation, chunk_tokens=13)
+    compiled = torch.compile(compiled_model, fullgraph=True, backend="aot_eager")
+    rows = torch.randint(61, (4, 21), generator=torch.Generator().manual_seed(1))
+    for model in (eager, compiled):
+        model(input_ids=rows[:, :-1], loss_targets=rows[:, 1:]).backward()
+    assert torch.allclose(eager.transformer.wte.weight.grad, compiled_model.transformer.wte.weight.grad,
+                          atol=ATOL, rtol=0)

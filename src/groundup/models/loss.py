@@ -95,8 +95,10 @@ def causal_lm_loss(model, input_ids: torch.Tensor, targets: torch.Tensor, implem
     causal LM with `.transformer` (GPT-2) or its base model, and an output embedding. `forward`: the stock forward to
     use for the logits path (default: the class's)."""
     if implementation == "logits":
-        stock = forward if forward is not None else MethodType(type(model).forward, model)
-        logits = stock(input_ids=input_ids, use_cache=False).logits
+        if forward is not None:
+            logits = forward(input_ids=input_ids, use_cache=False).logits
+        else:  # the class's forward, called directly: torch.compile traces it without a graph break
+            logits = type(model).forward(model, input_ids=input_ids, use_cache=False).logits
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
     if implementation == "chunked":
         head = model.get_output_embeddings()
@@ -107,24 +109,27 @@ def causal_lm_loss(model, input_ids: torch.Tensor, targets: torch.Tensor, implem
     raise ValueError(f"loss implementation must be one of {', '.join(LOSS_IMPLEMENTATIONS)}, got {implementation!r}")
 
 
+def _forward_with_loss(self, *args, loss_targets=None, **kwargs):
+    """The forward `attach_training_loss` installs: the stock forward, or the loss when `loss_targets` is given."""
+    if loss_targets is None:
+        return type(self).forward(self, *args, **kwargs)
+    implementation, chunk_tokens = self._groundup_training_loss
+    return causal_lm_loss(self, kwargs["input_ids"], loss_targets, implementation, chunk_tokens)
+
+
 def attach_training_loss(model, implementation: str = "logits", chunk_tokens: int = 8192):
     """Give this model instance a forward that returns the training loss when called with `loss_targets=` (and is the
-    stock forward otherwise). Returns the model. Idempotent: attaching again replaces the settings."""
+    stock forward otherwise). Returns the model. Attaching again replaces the settings; a deep copy keeps them."""
     if implementation not in LOSS_IMPLEMENTATIONS:
         raise ValueError(f"loss implementation must be one of {', '.join(LOSS_IMPLEMENTATIONS)}, "
                          f"got {implementation!r}")
-    stock = MethodType(type(model).forward, model)
-
-    def forward(self, *args, loss_targets=None, **kwargs):
-        if loss_targets is None:
-            return stock(*args, **kwargs)
-        return causal_lm_loss(self, kwargs["input_ids"], loss_targets, implementation, chunk_tokens, forward=stock)
-
-    model.forward = MethodType(forward, model)
+    model._groundup_training_loss = (implementation, chunk_tokens)
+    model.forward = MethodType(_forward_with_loss, model)
     return model
 
 
 def detach_training_loss(model):
     """Undo `attach_training_loss` (the instance falls back to its class's forward)."""
     model.__dict__.pop("forward", None)
+    model.__dict__.pop("_groundup_training_loss", None)
     return model

@@ -13,7 +13,9 @@ Output layout (`output_dir`, e.g. `runs/tiny/sft/`), written atomically (the fol
   `train_runtime` and `train_loss`).
 
 Trainer checkpoints go to a sibling `<output_dir>.checkpoints/` so that the model folder stays atomic; it is removed
-at the end when it holds nothing (`save_strategy: "no"`), kept otherwise (for `resume_from_checkpoint`).
+at the end when it holds nothing (`save_strategy: "no"`), kept otherwise. `--resume latest` continues from the newest
+one made with the same settings, data and starting model; SIGTERM/SIGINT write one and stop (`train/checkpoints.py`,
+docs/reliability.md).
 """
 
 from __future__ import annotations

@@ -7,9 +7,12 @@ Read top to bottom like nanoGPT's train.py; every knob has a one-line reason in 
   same global batch reaches the model whatever the number of processes, and a resumed run continues in order.
 - Loop: `accelerator.prepare(model, optimizer)`, `accelerator.accumulate`, AdamW (fused where supported, no weight
   decay on biases, norms and embeddings), linear warmup then cosine decay computed from the step (it cannot run past
-  its schedule), gradient clipping, bf16 autocast on GPUs, SDPA attention, optional `torch.compile`.
+  its schedule), gradient clipping, bf16 autocast on GPUs, SDPA attention, optional `torch.compile`; the loss is
+  computed inside the model's forward (compiled with it; optionally chunked, never the full logits) and batches go
+  through pinned memory on CUDA: the speed levers of docs/speed.md.
 - Figures: train loss, validation loss and bits per byte, tokens/s, MFU; `pretrain_log.jsonl` plus the trackers in
-  `report_to` through `accelerator.log`.
+  `report_to` through `accelerator.log`. The final tokens/s and MFU are steady-state (the first
+  `speed_warmup_steps` steps of each start left out, the steps counted named), beside the total wall time.
 - Safety: `accelerator.save_state` every `save_steps` into `checkpoint-NNNNNNN/` (written under a hidden name and
   renamed, so a crash never leaves a checkpoint that looks complete; the last `save_total_limit` kept),
   `--resume latest|PATH`, SIGTERM/SIGINT checkpoint and exit, the final Hugging Face folder written atomically.
@@ -122,8 +125,8 @@ class PretrainArguments:
         "help": "On CUDA, batches go through pinned host memory with non-blocking copies (no effect on CPU)."})
     activation_function: str = field(default="gelu_new", metadata={
         "help": "GPT-2's MLP activation: gelu_new (GPT-2's own, several elementwise kernels) or gelu_pytorch_tanh "
-                "(the same curve in one kernel: ~15% faster steps on CPU at the tiny shape, slightly different "
-                "rounding). Any transformers ACT2FN name."})
+                "(the same curve in one kernel, so faster; slightly different rounding)"
+                ". Any transformers ACT2FN name."})
     speed_warmup_steps: int = field(default=10, metadata={
         "help": "Steps left out of the reported tokens/s and MFU at each start of the loop (compilation, warm-up); "
                 "the results say which steps were counted."})
