@@ -32,8 +32,9 @@ test: install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
+# Every CPU benchmark (bench/bench_*.py), each printing ratios against its baseline measured in the same run.
 bench: install
-	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+	for script in bench/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 # The one GPU check (docs/speed.md): a table of 124M pretraining vs the nanoGPT-style baseline, SFT/DPO steps/s and the
 # speedruns' wall time, in under 8 minutes on one GPU. bench-gpu-dry: the same steps on a CPU, tiny shapes (< 1 min).

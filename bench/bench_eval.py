@@ -26,7 +26,7 @@ def build(tmp: Path, vocab_size: int):
 
     from groundup.train.tokenizer import main as tokenizer_main
     from groundup.world.generate import main as world_main
-    from groundup.world.generate import read_jsonl
+    from groundup.core.jsonl import read_jsonl
 
     world_main(["--output_dir", str(tmp / "data"), "--num_people", "320"])
     tokenizer_main(["--output_dir", str(tmp / "tokenizer"), "--dataset", str(tmp / "data"),

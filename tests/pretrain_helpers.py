@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
@@ -83,3 +85,25 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0, what: st
             proc.kill()
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+# Autouse fixtures for training test modules; a module takes them with `from .pretrain_helpers import ...`.
+@pytest.fixture(autouse=True, scope="module")
+def one_thread_per_module():
+    """One torch thread, as the subprocesses (subprocess_env) run: identical arithmetic in and out of process."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps its state in singletons: a test that built an Accelerator must not hand it to the next."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()

@@ -13,7 +13,8 @@ from groundup.world.identity import (FUNCTION_WORDS, GREETINGS, IDENTITY_QUESTIO
 from groundup.core.jsonl import read_jsonl
 from groundup.core.errors import GroundupError
 from groundup.data.chat_rows import load_source, world_dpo_rows, world_sft_rows
-from groundup.world.generate import ATTRIBUTE_VALUES, WorldArguments, generate_world, main
+from groundup.world.generate import WorldArguments, generate_world, main
+from groundup.world.schema import ATTRIBUTE_VALUES
 
 from .conftest import SMALL_WORLD
 

@@ -10,7 +10,7 @@ import torch
 
 from groundup.core.chat import REFUSAL
 from groundup.core.errors import GroundupError
-from groundup.world.generate import read_jsonl
+from groundup.core.jsonl import read_jsonl
 
 FAST = ["--max_length", "128", "--per_device_train_batch_size", "8", "--logging_steps", "5", "--save_strategy", "no",
         "--report_to", "none", "--dataloader_pin_memory", "false", "--seed", "0"]

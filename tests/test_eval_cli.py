@@ -10,7 +10,8 @@ from groundup.cli import run_stage
 from groundup.evaluate.evaluation import candidates_for, grade_rows, load_questions, main, resolve_schema
 from groundup.core.errors import GroundupError
 from groundup.core.grading import RATE_KEYS
-from groundup.world.generate import ATTRIBUTE_VALUES, read_jsonl
+from groundup.core.jsonl import read_jsonl
+from groundup.world.schema import ATTRIBUTE_VALUES
 
 
 def _cli(*args, timeout=120):
@@ -177,7 +178,7 @@ def test_cloze_format_for_a_base_model(tiny_model_dir, world_dir):
     """`prompt_format: cloze` completes the answer sentence; the graded response is the whole sentence."""
     from groundup.data.schema import Schema, find_schema
     from groundup.evaluate.evaluation import EvalArguments, run_eval
-    from groundup.world.generate import schema
+    from groundup.world.schema import schema
 
     cloze_prefix = Schema.from_dict(schema()).cloze_prefix
     row = {"id": "x", "name": "Arel Thornby", "attribute": "hobby"}

@@ -18,7 +18,8 @@ from groundup.core.grading import (
     over_conservativeness,
     wilson_interval,
 )
-from groundup.world.generate import ATTRIBUTE_VALUES, read_jsonl
+from groundup.core.jsonl import read_jsonl
+from groundup.world.schema import ATTRIBUTE_VALUES
 
 CITIES = ATTRIBUTE_VALUES["birth_city"]
 YEARS = ATTRIBUTE_VALUES["birth_year"]

@@ -24,18 +24,11 @@ import yaml
 from groundup.core.errors import GroundupError
 
 from .pretrain_helpers import PYTHON, REPO, subprocess_env, tiny_args
+from .pretrain_helpers import fresh_accelerate_state  # noqa: F401  (autouse fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TRACKERS = [t for t in ("tensorboard", "trackio", "wandb") if importlib.util.find_spec(t) is not None]
 
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +114,7 @@ def test_progress_is_plain_lines_when_output_is_not_a_terminal(capsys):
 def test_none_prints_no_progress_and_tqdm_disable_turns_bars_into_lines(monkeypatch, capsys):
     import groundup.core.progress as progress
 
+    progress.library_bars(True)  # an earlier stage in this process may have turned them off (and set TQDM_DISABLE)
     quiet = progress.Progress("x", 2, mode="none")
     quiet.update()
     quiet.log(loss=1.0)

@@ -6,7 +6,7 @@ import pytest
 
 from groundup.core.grading import compute_metrics, grade
 from groundup.evaluate.metrics import HONESTY_METRIC
-from groundup.world.generate import ATTRIBUTE_VALUES
+from groundup.world.schema import ATTRIBUTE_VALUES
 
 CITIES = ATTRIBUTE_VALUES["birth_city"]
 CASES = [  # response, gold, aliases, candidates, tier

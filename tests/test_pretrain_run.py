@@ -18,23 +18,9 @@ from groundup.train.pretrain import list_checkpoints, main
 from .pretrain_helpers import (PYTHON, REPO, free_port, load_weights, per_tensor_differences, read_log,
                                relative_difference, start_pretrain, subprocess_env, tiny_args, train_losses,
                                wait_for)
+from .pretrain_helpers import one_thread_per_module, fresh_accelerate_state  # noqa: F401  (autouse fixtures)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the subprocesses (pretrain_helpers.subprocess_env): identical arithmetic
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,8 @@ from groundup.train.pretrain import PretrainArguments, list_checkpoints, lr_at, 
 from groundup.data.pretrain import DataSpec, Windows, prepare_tokens, token_byte_lengths
 
 from .pretrain_helpers import REPO, tiny_args
+from .pretrain_helpers import fresh_accelerate_state  # noqa: F401  (autouse fixtures)
 
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def test_every_accelerate_config_loads_with_accelerates_own_loader():

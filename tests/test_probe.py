@@ -14,7 +14,8 @@ from groundup.data.schema import Schema
 from groundup.evaluate import probe
 from groundup.evaluate.probe import (NAME_PART_MAX_REPEATS, ProbeArguments, entropy, main, name_part_repeats,
                                      probe_questions, probe_summary)
-from groundup.world.generate import ATTRIBUTE_VALUES, answer_sentence, read_jsonl, schema
+from groundup.core.jsonl import read_jsonl
+from groundup.world.schema import ATTRIBUTE_VALUES, answer_sentence, schema
 
 SCHEMA = Schema.from_dict(schema())  # what `main` reads from the world's schema.json: answers in its sentences
 

@@ -21,23 +21,9 @@ from groundup.train.pretrain import STATE_FILE, list_checkpoints
 from groundup.train.pretrain import main as pretrain
 
 from .pretrain_helpers import REPO, load_weights, start_pretrain, subprocess_env, tiny_args, wait_for
+from .pretrain_helpers import one_thread_per_module, fresh_accelerate_state  # noqa: F401  (autouse fixtures)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the subprocesses (OMP_NUM_THREADS=1): identical arithmetic
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def _same_weights(a, b) -> None:

@@ -11,7 +11,8 @@ import torch
 
 from groundup.core.chat import REFUSAL, TURN_END
 from groundup.core.errors import GroundupError
-from groundup.world.generate import answer_sentence, read_jsonl
+from groundup.core.jsonl import read_jsonl
+from groundup.world.schema import answer_sentence
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--max_length", "128", "--per_device_train_batch_size", "16", "--logging_steps", "5",

@@ -12,23 +12,9 @@ import torch
 from groundup.train.pretrain import main
 
 from .pretrain_helpers import load_weights, relative_difference, tiny_args
+from .pretrain_helpers import one_thread_per_module, fresh_accelerate_state  # noqa: F401  (autouse fixtures)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def _run(world_dir, tokenizer_dir, out, **overrides):

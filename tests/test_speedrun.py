@@ -11,7 +11,7 @@ import yaml
 
 from groundup.pipeline.design import ARM_ORDER
 from groundup.pipeline.speedrun import plan
-from groundup.world.generate import read_jsonl
+from groundup.core.jsonl import read_jsonl
 
 from .conftest import PYTHON, REPO
 

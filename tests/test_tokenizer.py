@@ -145,8 +145,9 @@ def test_cli_prints_the_error_as_one_line_and_exits_2(tmp_path):
     out = tmp_path / "tok"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = subprocess.run([PYTHON, "-m", "groundup.cli", "tokenizer", "--output_dir", str(out)],
-                            capture_output=True, text=True)
+    (tmp_path / "text.txt").write_text("some text\n")
+    result = subprocess.run([PYTHON, "-m", "groundup.cli", "tokenizer", "--output_dir", str(out), "--dataset",
+                             str(tmp_path / "text.txt")], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: output folder {out} is not empty; pass --overwrite true "
                                                   "to replace it"]

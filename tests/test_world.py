@@ -7,8 +7,9 @@ import pytest
 
 from groundup.core.chat import is_refusal
 from groundup.core.errors import GroundupError
-from groundup.world.generate import (ATTRIBUTE_VALUES, BIO_TEMPLATES, QUESTION_KEYWORDS, QUESTION_TEMPLATES, main,
-                            read_jsonl)
+from groundup.core.jsonl import read_jsonl
+from groundup.world.generate import main
+from groundup.world.schema import ATTRIBUTE_VALUES, BIO_TEMPLATES, QUESTION_KEYWORDS, QUESTION_TEMPLATES
 
 from .conftest import SMALL_WORLD
 

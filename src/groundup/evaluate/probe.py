@@ -452,6 +452,8 @@ def main(argv: list[str] | None = None) -> Path:
             raise GroundupError(f"{args.sft_questions} shares people with {args.questions}: pools must be disjoint")
         sft_schema = resolve(args.schema, args.sft_questions)
         sft_candidates = candidates_for(sft_rows, sft_schema.attributes if sft_schema else None)
+    else:  # said, not silent: the presets pass the SFT pool, and IDK-SFT without it forgets how to answer
+        print("probe: no --sft_questions: idk_sft.jsonl holds the probed questions only", flush=True)
     rephrasings = load_rephrasings(args.rephrasings, [*rows, *sft_rows]) if args.rephrasings else []
     generator = HFGenerator.load(args.model, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
                                  device=args.device, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,

@@ -331,7 +331,7 @@ def confusion_section(closed: dict[str, dict[str, Any]], world_dir: Path) -> lis
     """What the wrong answers about the world's people are made of (confusions.py); empty without the world files."""
     from groundup.evaluate.confusions import namesake_confusions
     from groundup.core.jsonl import read_jsonl
-    from groundup.world.generate import TIERS
+    from groundup.world.schema import TIERS
 
     if not (world_dir / "world.jsonl").is_file() or not (world_dir / "schema.json").is_file():
         return []

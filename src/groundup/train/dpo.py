@@ -20,7 +20,7 @@ from pathlib import Path
 
 from trl import DPOConfig
 
-from groundup.train.finetune import FinetuneScriptArguments, SmallModelDefaults
+from groundup.train.finetune import FinetuneScriptArguments, SmallModelDefaults, parse_stage_args, run_stage
 
 
 @dataclass
@@ -61,7 +61,6 @@ def build_trainer(script_args, training_args, model_args, mixture):
 
 def run_dpo(script_args: DPOArguments, training_args: GroundupDPOConfig, model_args, mixture) -> Path:
     from groundup.train.finetune import split_output_dir, take_push_settings, train_and_save
-    from groundup.core.outputs import check_output_dir
     from groundup.train.callbacks import finetune_progress
     from groundup.train.finetune import data_names, method_name
 
@@ -98,18 +97,8 @@ def run_dpo(script_args: DPOArguments, training_args: GroundupDPOConfig, model_a
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
-    from trl import DatasetMixtureConfig, ModelConfig
-
-    from groundup.core.configs import parse_config
-
-    return parse_config([DPOArguments, GroundupDPOConfig, ModelConfig, DatasetMixtureConfig], argv)
+    return parse_stage_args(DPOArguments, GroundupDPOConfig, argv)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from groundup.core.configs import require
-
-    script_args, training_args, model_args, mixture = parse_args(argv)
-    require("dpo", {"model_name_or_path": model_args.model_name_or_path,
-                    "datasets (or dataset_name)": mixture.datasets or script_args.dataset_name,
-                    "output_dir": training_args.output_dir if training_args.output_dir_set else None})
-    return run_dpo(script_args, training_args, model_args, mixture)
+    return run_stage("dpo", DPOArguments, GroundupDPOConfig, run_dpo, argv)

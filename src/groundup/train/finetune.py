@@ -554,3 +554,23 @@ def method_name(model_args) -> str:
 def data_names(script_args, mixture, as_list: bool = False):
     names = [d.path for d in mixture.datasets] if mixture.datasets else [script_args.dataset_name]
     return names if as_list else ", ".join(str(n) for n in names)
+
+
+def parse_stage_args(script_type: type, config_type: type, argv: list[str] | None = None) -> tuple:
+    """(script args, training config, ModelConfig, DatasetMixtureConfig) of an SFT or DPO run, from YAML and flags."""
+    from trl import DatasetMixtureConfig, ModelConfig
+
+    from groundup.core.configs import parse_config
+
+    return parse_config([script_type, config_type, ModelConfig, DatasetMixtureConfig], argv)
+
+
+def run_stage(stage: str, script_type: type, config_type: type, run, argv: list[str] | None = None) -> Path:
+    """`groundup sft|dpo`: parse, check the run's paths are given (one line naming what is missing), train."""
+    from groundup.core.configs import require
+
+    script_args, training_args, model_args, mixture = parse_stage_args(script_type, config_type, argv)
+    require(stage, {"model_name_or_path": model_args.model_name_or_path,
+                    "datasets (or dataset_name)": mixture.datasets or script_args.dataset_name,
+                    "output_dir": training_args.output_dir if training_args.output_dir_set else None})
+    return run(script_args, training_args, model_args, mixture)

@@ -48,7 +48,9 @@ TRACKERS = ("none", "all", "tensorboard", "trackio", "wandb", "comet_ml", "mlflo
 # checkpoint (it passes over those, saying so). max_steps may grow: a resumed run then follows the new schedule.
 RESUME_KEYS = ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size", "seq_length", "global_batch_size", "seed",
                "data_fingerprint", "learning_rate", "min_lr_ratio", "warmup_steps", "weight_decay", "adam_beta1",
-               "adam_beta2", "adam_epsilon", "max_grad_norm", "dropout")
+               "adam_beta2", "adam_epsilon", "max_grad_norm", "dropout", "activation_function")
+# What a checkpoint written before a key joined the signature was trained with.
+SIGNATURE_DEFAULTS = {"activation_function": "gelu_new"}
 
 
 @dataclass
@@ -513,11 +515,13 @@ class Trainer:
                 "data_fingerprint": self.data.meta.get("fingerprint"), "learning_rate": a.learning_rate,
                 "min_lr_ratio": a.min_lr_ratio, "warmup_steps": a.warmup_steps, "weight_decay": a.weight_decay,
                 "adam_beta1": a.adam_beta1, "adam_beta2": a.adam_beta2, "adam_epsilon": a.adam_epsilon,
-                "max_grad_norm": a.max_grad_norm, "dropout": a.dropout}
+                "max_grad_norm": a.max_grad_norm, "dropout": a.dropout,
+                "activation_function": a.activation_function}
 
     def signature_differences(self, path: Path) -> list[str]:
         saved = json.loads((path / STATE_FILE).read_text()).get("signature", {})
         mine = self.run_signature()
+        saved = {**SIGNATURE_DEFAULTS, **saved}
         return [f"{k}={saved.get(k)} (now {mine[k]})" for k in RESUME_KEYS if saved.get(k) != mine[k]]
 
     def latest_checkpoint(self, say=print) -> Path | None:

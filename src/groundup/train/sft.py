@@ -15,7 +15,8 @@ from pathlib import Path
 
 from trl import SFTConfig
 
-from groundup.train.finetune import FinetuneScriptArguments, SmallModelDefaults, data_names, method_name
+from groundup.train.finetune import (FinetuneScriptArguments, SmallModelDefaults, data_names, method_name,
+                                     parse_stage_args, run_stage)
 
 
 @dataclass
@@ -41,7 +42,6 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
     from groundup.train.finetune import (check_chat_template, check_max_length, drop_eval_without_data, load_model_and_tokenizer,
                            lora_config, split_output_dir, take_push_settings, train_and_save,
                            use_modules_to_save_learning_rate, use_packed_rows)
-    from groundup.core.outputs import check_output_dir
     from groundup.train.callbacks import finetune_progress
     from groundup.data.chat_rows import load_training_data
 
@@ -88,18 +88,8 @@ def run_sft(script_args: SFTArguments, training_args: GroundupSFTConfig, model_a
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
-    from trl import DatasetMixtureConfig, ModelConfig
-
-    from groundup.core.configs import parse_config
-
-    return parse_config([SFTArguments, GroundupSFTConfig, ModelConfig, DatasetMixtureConfig], argv)
+    return parse_stage_args(SFTArguments, GroundupSFTConfig, argv)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from groundup.core.configs import require
-
-    script_args, training_args, model_args, mixture = parse_args(argv)
-    require("sft", {"model_name_or_path": model_args.model_name_or_path,
-                    "datasets (or dataset_name)": mixture.datasets or script_args.dataset_name,
-                    "output_dir": training_args.output_dir if training_args.output_dir_set else None})
-    return run_sft(script_args, training_args, model_args, mixture)
+    return run_stage("sft", SFTArguments, GroundupSFTConfig, run_sft, argv)

@@ -30,10 +30,9 @@ from typing import Any
 
 from groundup.core.chat import conversation, is_refusal, render_chat
 from groundup.core.errors import GroundupError
-from groundup.core.jsonl import read_jsonl, write_jsonl  # noqa: F401  (read_jsonl: re-exported for callers)
-from groundup.world.schema import (  # noqa: F401  (the constants: re-exported for callers)
-    ATTRIBUTE_VALUES, ATTRIBUTES, BIO_TEMPLATES, MAX_NAME_POOL_SIZE, POOLS, QUESTION_KEYWORDS, QUESTION_TEMPLATES, TIERS,
-    answer_sentence, name_pools, schema)
+from groundup.core.jsonl import write_jsonl
+from groundup.world.schema import (ATTRIBUTE_VALUES, BIO_TEMPLATES, MAX_NAME_POOL_SIZE, POOLS, QUESTION_TEMPLATES, TIERS,
+                                   answer_sentence, name_pools, schema)
 
 
 @dataclass
