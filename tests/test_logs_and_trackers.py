@@ -248,3 +248,20 @@ def test_finetune_logs_lines_and_keeps_tracker_files_in_the_output_folder(stage,
     check_trackers(wandb_dir, tensorboard_dir=out / "runs", trackio_project="huggingface",
                    wandb_runs_before=before, tensorboard_tags=tags, metric=metric)
     assert not (tmp_path / "runs").exists()  # the evaluation before training used to write ./runs/
+
+
+def test_plain_lines_stay_few_on_a_long_loop_and_end_on_the_last_step(capsys):
+    """A log file of the demo stays readable: a 4,260-step loop logged every 5 steps prints about 20 lines, evenly
+    spaced, ending on the last step (every logging step still reaches the trackers and the train log)."""
+    import groundup.core.progress as progress
+
+    bar = progress.Progress("sft", 4260, mode="lines")
+    for step in range(1, 4261):
+        bar.update()
+        if step % 5 == 0:
+            bar.log(loss=1.0)
+    lines = capsys.readouterr().out.splitlines()
+    steps = [int(line.split()[2].split("/")[0]) for line in lines]
+    assert progress.LINES_PER_LOOP <= len(lines) <= progress.LINES_PER_LOOP + 1
+    assert steps[-1] == 4260 and steps == sorted(steps)
+    assert max(b - a for a, b in zip(steps, steps[1:])) <= 4260 // progress.LINES_PER_LOOP + 5

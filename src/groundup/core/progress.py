@@ -122,6 +122,26 @@ def progress_line(desc: str, step: int, total: int | None, figures: dict[str, An
     return " | ".join(parts)
 
 
+# Plain lines are for a log file a person reads: about this many lines per loop, evenly spaced (and the last step).
+# Every logging step still goes to the trackers and the stage's train log.
+LINES_PER_LOOP = 20
+
+
+class LineThrottle:
+    """Which logging steps of a `total`-step loop get a printed line: the first at or past each 1/LINES_PER_LOOP mark,
+    and the last step. Without a total, every one."""
+
+    def __init__(self, total: int | None, first: int = 0):
+        self.every = max(1, total // LINES_PER_LOOP) if total else 1
+        self.total, self.next = total, first + self.every
+
+    def due(self, step: int) -> bool:
+        if not self.total or step >= self.total or step >= self.next:
+            self.next = (step // self.every + 1) * self.every
+            return True
+        return False
+
+
 class Progress:
     """A loop's progress in the resolved mode: a tqdm bar, plain lines at each `log`, or nothing.
 
@@ -135,6 +155,7 @@ class Progress:
         self.mode = resolve_mode(mode) if enabled else "none"
         self.stream = stream
         self._start, self._first = time.monotonic(), initial
+        self._throttle = LineThrottle(total, initial)
         self.bar = None
         if self.mode == "bar":
             from tqdm.auto import tqdm
@@ -153,7 +174,7 @@ class Progress:
     def log(self, **figures: Any) -> None:
         if self.bar is not None:
             self.bar.set_postfix({k: format_value(v) for k, v in figures.items() if v is not None}, refresh=True)
-        elif self.mode == "lines":
+        elif self.mode == "lines" and self._throttle.due(self.n):
             self._print(self.line(figures))
 
     def write(self, text: str, progress: bool = False) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from groundup.core.progress import library_bars, progress_line, resolve_mode
+from groundup.core.progress import LineThrottle, library_bars, progress_line, resolve_mode
 
 # Figures worth a progress line (the rest stay in train_log.jsonl and the trackers), in this order.
 LINE_KEYS = ("loss", "eval_loss", "mean_token_accuracy", "eval_mean_token_accuracy", "rewards/margins",
@@ -37,6 +37,7 @@ class LogLines(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start, self.first_step = time.monotonic(), state.global_step
+        self.throttle = LineThrottle(state.max_steps, state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_local_process_zero or not logs:
@@ -45,6 +46,8 @@ class LogLines(TrainerCallback):
         if "train_runtime" in logs:  # the Trainer's closing summary
             figures["runtime"] = f"{logs['train_runtime']:.1f} s"
         training = self.start is not None and state.max_steps
+        if training and "loss" in logs and not self.throttle.due(state.global_step):
+            return  # a training log between printed lines: in the train log and the trackers, not on the console
         elapsed = time.monotonic() - self.start if self.start is not None else 0.0
         print(progress_line(self.desc, state.global_step, state.max_steps if training else None, figures, elapsed,
                             state.global_step - self.first_step if training else 0), flush=True)
