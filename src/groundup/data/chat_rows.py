@@ -30,6 +30,7 @@ from groundup.core.chat import REFUSAL, conversation, preference_pair
 from groundup.core.errors import GroundupError
 from groundup.core.jsonl import read_jsonl
 from groundup.data.schema import answer_text, find_schema
+from groundup.data.text import load_local_files
 
 SFT_COLUMNS = ("messages",)
 DPO_COLUMNS = ("prompt", "chosen", "rejected")
@@ -155,18 +156,9 @@ def load_source(path: str, *, kind: str, name: str | None = None, split: str = "
                                    streaming=streaming)
     elif local.is_file() or any(c in path for c in "*?["):
         files = [path] if local.is_file() else sorted(glob.glob(path))
-        builders = {_BUILDERS.get(Path(f).suffix) for f in files}
         if not files:
             raise GroundupError(f"dataset {path}: no file matches")
-        if None in builders or len(builders) != 1:
-            raise GroundupError(f"dataset {path}: files must all be one of {sorted(_BUILDERS)}")
-        from groundup.core.files import check_files, explain_load_error
-
-        check_files(path, files)
-        try:
-            ds = datasets.load_dataset(builders.pop(), data_files=files, split="train", streaming=streaming)
-        except Exception as err:  # noqa: BLE001 - an empty or non-UTF-8 file: say which, in one line
-            raise explain_load_error(path, files, err) from None
+        ds = load_local_files(path, files, _BUILDERS, streaming)
     elif local.exists() or path.startswith((".", "/")) or path.endswith(tuple(_BUILDERS)):
         raise GroundupError(f"dataset {path}: no such file, or a folder that is not a world (no world.jsonl)")
     else:

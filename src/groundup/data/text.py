@@ -31,6 +31,22 @@ def _local_files(source: str) -> list[str]:
     return sorted(glob.glob(source)) if any(c in source for c in "*?[") else []
 
 
+def load_local_files(label: str, files: list[str], builders: dict[str, str], streaming: bool = False):
+    """Local files of one format (`builders`: suffix -> `datasets` builder) as one split, with one-line errors for
+    mixed or unknown formats and for empty or non-UTF-8 files."""
+    import datasets
+
+    suffixes = {Path(f).suffix for f in files}
+    kinds = {builders.get(s) for s in suffixes}
+    if None in kinds or len(kinds) != 1:
+        raise GroundupError(f"dataset {label}: files must all be one of {sorted(builders)}, got {sorted(suffixes)}")
+    check_files(label, files)
+    try:
+        return datasets.load_dataset(kinds.pop(), data_files=files, split="train", streaming=streaming)
+    except Exception as err:  # noqa: BLE001 - an empty or non-UTF-8 file: say which, in one line
+        raise explain_load_error(label, files, err) from None
+
+
 def load_text_dataset(source: str, text_column: str = "text", config_name: str | None = None,
                       split: str = "train", streaming: bool = False):
     """A `datasets.Dataset` (or `IterableDataset` when streaming) with `text_column` checked to exist."""
@@ -43,15 +59,7 @@ def load_text_dataset(source: str, text_column: str = "text", config_name: str |
         except Exception as err:  # noqa: BLE001 - an empty or damaged file: say which and how, in one line
             raise explain_load_error(source, [corpus], err) from None
     elif files := _local_files(source):
-        suffixes = {Path(f).suffix for f in files}
-        builders = {_BUILDERS.get(s) for s in suffixes}
-        if None in builders or len(builders) != 1:
-            raise GroundupError(f"dataset {source}: files must all be one of {sorted(_BUILDERS)}, got {sorted(suffixes)}")
-        check_files(source, files)
-        try:
-            ds = datasets.load_dataset(builders.pop(), data_files=files, split="train", streaming=streaming)
-        except Exception as err:  # noqa: BLE001 - an empty or non-UTF-8 file: say which, in one line
-            raise explain_load_error(source, files, err) from None
+        ds = load_local_files(source, files, _BUILDERS, streaming)
     elif not Path(source).is_dir() and (source.startswith((".", "/")) or source.endswith(tuple(_BUILDERS))):
         raise GroundupError(f"dataset {source}: no such file or folder")
     else:

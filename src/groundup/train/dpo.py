@@ -60,11 +60,9 @@ def build_trainer(script_args, training_args, model_args, mixture):
 
 
 def run_dpo(script_args: DPOArguments, training_args: GroundupDPOConfig, model_args, mixture) -> Path:
-    from groundup.train.finetune import split_output_dir, take_push_settings, train_and_save
     from groundup.train.callbacks import finetune_progress
-    from groundup.train.finetune import data_names, method_name
-
     from groundup.train.checkpoints import preflight
+    from groundup.train.finetune import data_names, method_name, split_output_dir, take_push_settings, train_and_save
 
     preflight(script_args, training_args, model_args, mixture)  # fail before training, not after
     finetune_progress(script_args, training_args)  # before datasets and weights load: their bars too
