@@ -16,7 +16,7 @@ from pathlib import Path
 
 from groundup.core.errors import GroundupError
 from groundup.core.grading import CORRECT, REFUSED
-from groundup.core.plotting import fmt as _fmt
+from groundup.core.plotting import fmt
 from groundup.pipeline.design import ASSISTANT_TARGETS, TARGETS, split_eval_name
 from groundup.pipeline.report import assistant_targets, check_targets, load_eval, tier_metrics
 from groundup.pipeline.speedrun import recorded_world_seed
@@ -28,7 +28,7 @@ HELDOUT_COLUMNS = [("frequent", "accuracy_answerable", "frequent acc"),
 
 
 def _cell(value: float | None, met: bool | None, detail: str = "") -> str:
-    text = _fmt(value) + detail
+    text = fmt(value) + detail
     return f"**{text}**" if met is False else text
 
 
@@ -51,10 +51,10 @@ def run_row(run_dir: Path, arm: str) -> tuple[list[str], int, int]:
     results += [(*assistant.get(label, (None, None)), "") for label, kind, *_ in ASSISTANT_TARGETS if kind]
     checked = [met for _, met, _ in results if met is not None]
     heldout = tier_metrics(arms[f"{arm}-heldout"]["metrics"]) if f"{arm}-heldout" in arms else {}
-    cells = [str(run_dir), _fmt(recorded_world_seed(run_dir))]
+    cells = [str(run_dir), fmt(recorded_world_seed(run_dir))]
     cells += [_cell(value, met, detail) for value, met, detail in results]
     cells.append(f"{sum(checked)} of {len(checked)}")
-    cells += [_fmt(heldout.get(tier, {}).get(key)) for tier, key, _ in HELDOUT_COLUMNS]
+    cells += [fmt(heldout.get(tier, {}).get(key)) for tier, key, _ in HELDOUT_COLUMNS]
     return cells, sum(checked), len(checked)
 
 

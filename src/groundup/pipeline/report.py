@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from groundup.core.jsonl import read_jsonl
-from groundup.core.plotting import fmt as _fmt, pyplot as _pyplot  # shared with inspection and compare
+from groundup.core.plotting import fmt, pyplot
 # the study's arms, kinds of questions and targets (one place for the speedrun, the report and compare)
 from groundup.pipeline.design import (ARM_ORDER, ASSISTANT_TARGETS, EVAL_KINDS, REFUSING_ARMS, TARGETS,
                                       split_eval_name)
@@ -73,7 +73,7 @@ def outcome_counts(predictions: list[dict[str, Any]]) -> dict[str, dict[str, int
 
 def plot_outcomes(arms: dict[str, list[dict[str, Any]]], path: str | Path | None = None):
     """Stacked correct / incorrect / refused bars, one panel per arm, one bar per tier."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms), 3.4), sharey=True, squeeze=False)
     for ax, (arm, predictions) in zip(axes[0], arms.items()):
         counts = outcome_counts(predictions)
@@ -93,7 +93,7 @@ def plot_outcomes(arms: dict[str, list[dict[str, Any]]], path: str | Path | None
 
 def plot_tradeoff(arms: dict[str, dict[str, Any]], path: str | Path | None = None):
     """Accuracy on answerable questions vs refusal on unanswerable ones, one point per arm: up and right is better."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.0))
     for arm, metrics in arms.items():
         overall = tier_metrics(metrics)["overall"]
@@ -129,7 +129,7 @@ def selective_sweep(predictions: list[dict[str, Any]], thresholds: list[float]) 
 def plot_selective(arms: dict[str, list[dict[str, Any]]], path: str | Path | None = None):
     """Selective answering: each honesty target (`TARGETS`) as the answer-probability threshold rises, one line per
     arm, the target dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(TARGETS), figsize=(3.6 * len(TARGETS), 3.4), squeeze=False)
     for arm, predictions in arms.items():
         sweep = selective_sweep(predictions, SELECTIVE_THRESHOLDS)
@@ -151,7 +151,7 @@ def plot_selective(arms: dict[str, list[dict[str, Any]]], path: str | Path | Non
 def plot_curves(series: dict[str, tuple[list[float], list[float]]], ylabel: str, path: str | Path | None = None,
                 xlabel: str = "step"):
     """Line plot of named (x, y) series, e.g. train and validation loss."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     for name, (xs, ys) in series.items():
         ax.plot(xs, ys, label=name, marker="o" if len(xs) < 30 else None, markersize=3)
@@ -165,7 +165,7 @@ def plot_curves(series: dict[str, tuple[list[float], list[float]]], ylabel: str,
 
 
 def plot_stage_times(timings: dict[str, dict[str, Any]], path: str | Path | None = None):
-    plt = _pyplot()
+    plt = pyplot()
     names = [n for n, t in timings.items() if t.get("seconds")]
     fig, ax = plt.subplots(figsize=(6.0, 0.3 * len(names) + 1.2))
     ax.barh(names[::-1], [timings[n]["seconds"] for n in names][::-1], color="#457b9d")
@@ -178,7 +178,7 @@ def _finish(fig, path):
     if path is None:
         return fig
     fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return Path(path)
 
 
@@ -270,7 +270,7 @@ def open_book_section(closed: dict[str, dict[str, Any]], open_book: dict[str, di
         model = split_eval_name(arm)[0]
         sources = {"open-book": tier_metrics(data["metrics"]),
                    "closed-book": tier_metrics(closed[model]["metrics"]) if model in closed else {}}
-        cells = [_fmt(sources[source].get(group, {}).get(key)) for source, group, key, _ in OPEN_BOOK_COLUMNS]
+        cells = [fmt(sources[source].get(group, {}).get(key)) for source, group, key, _ in OPEN_BOOK_COLUMNS]
         md.append(f"| {model} | " + " | ".join(cells) + " |")
     if plots is None:
         return md + [""]
@@ -291,7 +291,7 @@ def honesty_table(arms: dict[str, dict[str, Any]]) -> list[str]:
     for arm, data in arms.items():
         for tier, values in tier_metrics(data["metrics"]).items():
             n = values.get("counts", {}).get("n", "")
-            cells = [_fmt(values.get(key)) for key, _ in HONESTY_COLUMNS]
+            cells = [fmt(values.get(key)) for key, _ in HONESTY_COLUMNS]
             lines.append(f"| {arm} | {tier} | {n} | " + " | ".join(cells) + " |")
     return lines
 
@@ -315,11 +315,11 @@ def selective_section(closed: dict[str, dict[str, Any]], threshold: float, plots
         auroc = answer_prob_auroc(predictions)
         gated = abstain_below(predictions, threshold)
         tiers = tier_metrics(metrics_from_predictions(gated))
-        cells = [_fmt(auroc["overall"]["auroc"]), _fmt(auroc["by_tier"].get("rare", {}).get("auroc")),
-                 _fmt(tiers.get("frequent", {}).get("accuracy_answerable")),
-                 _fmt(tiers.get("frequent", {}).get("false_refusal_rate_answerable")),
-                 _fmt(tiers.get("rare", {}).get("correct_given_attempted")),
-                 _fmt(tiers.get("unseen", {}).get("refusal_rate_unanswerable")),
+        cells = [fmt(auroc["overall"]["auroc"]), fmt(auroc["by_tier"].get("rare", {}).get("auroc")),
+                 fmt(tiers.get("frequent", {}).get("accuracy_answerable")),
+                 fmt(tiers.get("frequent", {}).get("false_refusal_rate_answerable")),
+                 fmt(tiers.get("rare", {}).get("correct_given_attempted")),
+                 fmt(tiers.get("unseen", {}).get("refusal_rate_unanswerable")),
                  str(sum("raw_response" in p and "raw_response" not in q for p, q in zip(gated, predictions)))]
         md.append(f"| {arm} | " + " | ".join(cells) + " |")
     plot_selective(arms, plots / "selective.png")
@@ -433,7 +433,7 @@ def write_report(run_dir: str | Path, title: str = "groundup run report", min_an
                  for arm in closed if arm in REFUSING_ARMS and _has_answer_prob(arms[arm])]
         rows += [(model, assistant_targets(arms, model)) for model in ARM_ORDER if model != "base"]
         md += ["## Targets", "", "| arm | target | value | met |", "|---|---|---:|---|"]
-        md += [f"| {arm} | {label} {comparison} | {_fmt(value)} | {'–' if met is None else ('yes' if met else '**no**')} |"
+        md += [f"| {arm} | {label} {comparison} | {fmt(value)} | {'–' if met is None else ('yes' if met else '**no**')} |"
                for arm, results in rows for label, comparison, value, met in results]
         md.append("")
 
